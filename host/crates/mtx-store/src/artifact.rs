@@ -1,0 +1,249 @@
+//! Content-addressed artifact store (MTX-SPEC 10.7, 8.1).
+//!
+//! Blobs live at `sha256/<hh>/<hash>` with a sidecar `<hash>.meta.json`. Blobs are
+//! write-once: a second `put` of the same bytes returns a handle to the existing blob.
+//! The store never deletes or rewrites a blob.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use mtx_types::{ArtifactHandle, now_rfc3339, sha256_hex};
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil::atomic_write;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("i/o error on {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("artifact {path} is corrupt: expected sha256 {expected}, found {actual}")]
+    HashMismatch { path: String, expected: String, actual: String },
+    #[error("artifact {0} is missing")]
+    Missing(String),
+    #[error("artifact path {0:?} is not a store path")]
+    BadPath(String),
+    #[error("invalid metadata for artifact {path}: {message}")]
+    BadMeta { path: String, message: String },
+}
+
+impl StoreError {
+    pub(crate) fn io(path: &Path, source: io::Error) -> Self {
+        StoreError::Io { path: path.to_owned(), source }
+    }
+}
+
+/// Sidecar metadata of an artifact (MTX-SPEC 10.7 item 3).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ArtifactMeta {
+    /// What the bytes are: `prompt`, `model_response`, `stdout`, `stderr`,
+    /// `terminal_output`, `context_snapshot`, `escalation_record`, ...
+    pub kind: String,
+    /// Who produced it: `host`, `engine.shell`, a plugin name, ...
+    pub producer: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op_id: Option<String>,
+    #[serde(default)]
+    pub input_hashes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub determinism: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_hash: Option<String>,
+    /// Filled by the store.
+    #[serde(default)]
+    pub sha256: String,
+    #[serde(default)]
+    pub size_bytes: u64,
+    #[serde(default)]
+    pub created_at: String,
+    #[serde(default)]
+    pub artifact_id: String,
+}
+
+/// A content-addressed store rooted at one directory.
+#[derive(Debug, Clone)]
+pub struct ArtifactStore {
+    root: PathBuf,
+}
+
+impl ArtifactStore {
+    pub fn open(root: &Path) -> Result<Self, StoreError> {
+        fs::create_dir_all(root.join("sha256")).map_err(|e| StoreError::io(root, e))?;
+        Ok(Self { root: root.to_owned() })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn rel_path(hash: &str) -> String {
+        format!("sha256/{}/{}", &hash[..2], hash)
+    }
+
+    /// Stores `bytes` (write-once) and its sidecar; returns the handle.
+    pub fn put(&self, bytes: &[u8], mut meta: ArtifactMeta) -> Result<ArtifactHandle, StoreError> {
+        let hash = sha256_hex(bytes);
+        let rel = Self::rel_path(&hash);
+        let blob = self.root.join(&rel);
+        let sidecar = self.root.join(format!("{rel}.meta.json"));
+        if let Some(existing) = self.read_meta_if_present(&rel)? {
+            // Same bytes already stored: content addressing makes the first sidecar
+            // authoritative; the handle keeps its original artifact id.
+            if blob.exists() {
+                return Ok(handle_from_meta(&rel, &existing));
+            }
+        }
+        if !blob.exists() {
+            atomic_write(&blob, bytes).map_err(|e| StoreError::io(&blob, e))?;
+        }
+        meta.sha256 = hash;
+        meta.size_bytes = bytes.len() as u64;
+        meta.created_at = now_rfc3339();
+        meta.artifact_id = uuid::Uuid::now_v7().to_string();
+        let json = serde_json::to_vec_pretty(&meta).expect("metadata serialises");
+        atomic_write(&sidecar, &json).map_err(|e| StoreError::io(&sidecar, e))?;
+        Ok(handle_from_meta(&rel, &meta))
+    }
+
+    fn read_meta_if_present(&self, rel: &str) -> Result<Option<ArtifactMeta>, StoreError> {
+        let sidecar = self.root.join(format!("{rel}.meta.json"));
+        match fs::read(&sidecar) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| StoreError::BadMeta {
+                path: rel.to_owned(),
+                message: e.to_string(),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io(&sidecar, e)),
+        }
+    }
+
+    fn checked_path(&self, rel: &str) -> Result<PathBuf, StoreError> {
+        let ok = rel.starts_with("sha256/")
+            && !rel.split('/').any(|c| c == ".." || c.is_empty())
+            && !rel.contains('\\');
+        if !ok {
+            return Err(StoreError::BadPath(rel.to_owned()));
+        }
+        Ok(self.root.join(rel))
+    }
+
+    /// Reads an artifact and checks its bytes against the handle's hash.
+    pub fn get(&self, handle: &ArtifactHandle) -> Result<Vec<u8>, StoreError> {
+        let path = self.checked_path(&handle.path)?;
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::Missing(handle.path.clone()));
+            }
+            Err(e) => return Err(StoreError::io(&path, e)),
+        };
+        let actual = sha256_hex(&bytes);
+        if actual != handle.sha256 {
+            return Err(StoreError::HashMismatch { path: handle.path.clone(), expected: handle.sha256.clone(), actual });
+        }
+        Ok(bytes)
+    }
+
+    /// The sidecar metadata of an artifact.
+    pub fn meta(&self, handle: &ArtifactHandle) -> Result<ArtifactMeta, StoreError> {
+        self.checked_path(&handle.path)?;
+        self.read_meta_if_present(&handle.path)?.ok_or_else(|| StoreError::Missing(format!("{}.meta.json", handle.path)))
+    }
+
+    /// Re-hashes the blob behind `handle` and checks the sidecar agrees with it.
+    pub fn verify(&self, handle: &ArtifactHandle) -> Result<(), StoreError> {
+        self.get(handle)?;
+        let meta = self.meta(handle)?;
+        if meta.sha256 != handle.sha256 {
+            return Err(StoreError::BadMeta {
+                path: handle.path.clone(),
+                message: format!("sidecar names sha256 {} but the handle names {}", meta.sha256, handle.sha256),
+            });
+        }
+        Ok(())
+    }
+
+    /// Every stored blob, re-hashed; returns the paths whose bytes no longer match their name.
+    pub fn verify_all(&self) -> Result<Vec<String>, StoreError> {
+        let mut bad = Vec::new();
+        let base = self.root.join("sha256");
+        let Ok(dirs) = fs::read_dir(&base) else { return Ok(bad) };
+        for dir in dirs.flatten() {
+            let Ok(files) = fs::read_dir(dir.path()) else { continue };
+            for file in files.flatten() {
+                let name = file.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".meta.json") || name.starts_with('.') {
+                    continue;
+                }
+                let bytes = fs::read(file.path()).map_err(|e| StoreError::io(&file.path(), e))?;
+                if sha256_hex(&bytes) != name {
+                    bad.push(Self::rel_path(&name));
+                }
+            }
+        }
+        bad.sort();
+        Ok(bad)
+    }
+}
+
+fn handle_from_meta(rel: &str, meta: &ArtifactMeta) -> ArtifactHandle {
+    ArtifactHandle {
+        artifact_id: meta.artifact_id.clone(),
+        path: rel.to_owned(),
+        sha256: meta.sha256.clone(),
+        size_bytes: Some(meta.size_bytes),
+        media_type: meta.media_type.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(kind: &str) -> ArtifactMeta {
+        ArtifactMeta { kind: kind.into(), producer: "test".into(), ..Default::default() }
+    }
+
+    #[test]
+    fn put_then_get_round_trips_and_is_content_addressed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::open(dir.path()).unwrap();
+        let a = store.put(b"hello", meta("stdout")).unwrap();
+        let b = store.put(b"hello", meta("stdout")).unwrap();
+        assert_eq!(a, b, "same bytes give the same handle");
+        assert_eq!(store.get(&a).unwrap(), b"hello");
+        assert_eq!(a.sha256, sha256_hex(b"hello"));
+        assert_eq!(store.meta(&a).unwrap().kind, "stdout");
+        store.verify(&a).unwrap();
+    }
+
+    #[test]
+    fn a_flipped_byte_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::open(dir.path()).unwrap();
+        let h = store.put(b"evidence", meta("stdout")).unwrap();
+        std::fs::write(dir.path().join(&h.path), b"evidencf").unwrap();
+        assert!(matches!(store.get(&h), Err(StoreError::HashMismatch { .. })));
+        assert_eq!(store.verify_all().unwrap(), vec![h.path.clone()]);
+    }
+
+    #[test]
+    fn handles_with_escaping_paths_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::open(dir.path()).unwrap();
+        let h = ArtifactHandle {
+            artifact_id: "x".into(),
+            path: "sha256/../../etc/passwd".into(),
+            sha256: "0".repeat(64),
+            size_bytes: None,
+            media_type: None,
+        };
+        assert!(matches!(store.get(&h), Err(StoreError::BadPath(_))));
+    }
+}

@@ -1,0 +1,1 @@
+//! mtx host library

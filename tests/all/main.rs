@@ -1,0 +1,1 @@
+//! mtx integration tests
