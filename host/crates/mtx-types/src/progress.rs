@@ -1,0 +1,540 @@
+//! The progress artifact (MTX-SPEC 3.7) and the metrics records (3.5).
+//!
+//! The progress artifact is the single source of truth for loop state. This module
+//! describes it, recomputes its aggregate and checks the rules serde cannot; it must
+//! never read or write files (the state store does).
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::common::{ArtifactHandle, Sha256Hex};
+use crate::escalation::FailureCategory;
+use crate::ledger::step_id;
+use crate::policy::ExecutionPolicy;
+
+/// `schema_version` of the progress artifact (const).
+pub const PROGRESS_SCHEMA_VERSION: &str = "1.0";
+
+/// Whether `id` matches `^MT-[0-9]{3}$`.
+pub fn is_valid_mt_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    b.len() == 6 && id.starts_with("MT-") && b[3..].iter().all(u8::is_ascii_digit)
+}
+
+/// MTX-SPEC 3.7.1 ProgressArtifact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProgressArtifact {
+    pub schema_version: String,
+    pub wp_id: String,
+    pub job_id: String,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+    pub status: ProgressStatus,
+    pub policy: ExecutionPolicy,
+    pub learning_context: LearningContext,
+    pub current_state: CurrentState,
+    pub micro_tasks: Vec<MTProgressEntry>,
+    pub aggregate_stats: AggregateStats,
+    /// Unknown fields, kept on read (section 3).
+    #[serde(flatten, default)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `status` of the progress artifact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProgressStatus {
+    InProgress,
+    Completed,
+    CompletedWithIssues,
+    Failed,
+    Cancelled,
+    Paused,
+}
+
+/// MTX-SPEC 3.7.2 learning_context.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LearningContext {
+    pub skill_bank_snapshot_at_start: String,
+    pub loras_available: Vec<LoRAInfo>,
+    pub pending_distillation_jobs: u32,
+}
+
+/// MTX-SPEC 3.7.3 current_state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CurrentState {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_mt: Option<String>,
+    pub active_model_level: u32,
+    pub total_iterations: u32,
+    pub total_escalations: u32,
+    pub total_drop_backs: u32,
+    #[serde(default)]
+    pub total_model_swaps: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_gate: Option<PendingGate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_cloud_escalation: Option<PendingCloudEscalation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective_limits: Option<EffectiveLimits>,
+}
+
+/// `current_state.pending_gate`: present while paused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingGate {
+    pub gate_reason: String,
+    pub mt_id: String,
+    pub level: u32,
+    pub requested_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_ref: Option<ArtifactHandle>,
+}
+
+/// `current_state.pending_cloud_escalation`: present while awaiting consent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingCloudEscalation {
+    pub request_id: String,
+    pub mt_id: String,
+    pub requested_model_id: String,
+    pub projection_plan_ref: ArtifactHandle,
+    pub payload_sha256: Sha256Hex,
+    pub local_attempts: u32,
+    pub last_error_summary: String,
+}
+
+/// `current_state.effective_limits`: limits raised by gate decisions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EffectiveLimits {
+    pub max_total_iterations: u32,
+    pub max_duration_ms: u64,
+}
+
+/// MTX-SPEC 3.7.5 MTStatus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MTStatus {
+    Pending,
+    InProgress,
+    Completed,
+    Failed,
+    Skipped,
+    Blocked,
+}
+
+/// `outcome` of an IterationRecord.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum IterationOutcome {
+    Success,
+    Retry,
+    Escalate,
+    Blocked,
+    Skipped,
+}
+
+/// MTX-SPEC 3.7.4 MTProgressEntry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MTProgressEntry {
+    pub mt_id: String,
+    pub name: String,
+    pub status: MTStatus,
+    #[serde(default)]
+    pub iterations: Vec<IterationRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_iteration: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_model_level: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation_record_ref: Option<ArtifactHandle>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary_ref: Option<ArtifactHandle>,
+    #[serde(default)]
+    pub evidence_refs: Vec<ArtifactHandle>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distillation_candidate: Option<DistillationCandidateSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_distillation_candidates: Option<Vec<serde_json::Value>>,
+}
+
+impl MTProgressEntry {
+    /// A fresh `pending` entry with no history.
+    pub fn pending(mt_id: impl Into<String>, name: impl Into<String>) -> Self {
+        MTProgressEntry {
+            mt_id: mt_id.into(),
+            name: name.into(),
+            status: MTStatus::Pending,
+            iterations: Vec::new(),
+            final_iteration: None,
+            final_model_level: None,
+            escalation_record_ref: None,
+            summary_ref: None,
+            evidence_refs: Vec::new(),
+            distillation_candidate: None,
+            pending_distillation_candidates: None,
+        }
+    }
+}
+
+/// `MTProgressEntry.distillation_candidate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DistillationCandidateSummary {
+    pub eligible: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skill_log_entry_id: Option<String>,
+    #[serde(default)]
+    pub task_type_tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate_ref: Option<ArtifactHandle>,
+}
+
+/// MTX-SPEC 3.7.5 IterationRecord.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IterationRecord {
+    pub iteration: u32,
+    pub step_id: String,
+    pub model_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora_id: Option<String>,
+    pub escalation_level: u32,
+    pub started_at: String,
+    pub completed_at: String,
+    pub duration_ms: u64,
+    pub tokens_prompt: u64,
+    pub tokens_completion: u64,
+    pub claimed_complete: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_passed: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_evidence_ref: Option<ArtifactHandle>,
+    pub outcome: IterationOutcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_category: Option<FailureCategory>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_summary: Option<String>,
+    pub context_snapshot_id: String,
+}
+
+/// MTX-SPEC 3.7.6 LoRAInfo.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoRAInfo {
+    pub lora_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora_version: Option<String>,
+    pub base_model_id: String,
+    #[serde(default)]
+    pub trained_on_task_types: Vec<String>,
+    #[serde(default)]
+    pub specialization: Vec<String>,
+    #[serde(default)]
+    pub weak_on_task_types: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_trained_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_metrics: Option<LoRAEvalMetrics>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training_priority: Option<f64>,
+}
+
+/// `LoRAInfo.eval_metrics`: `pass_at_1` plus whatever else the registry records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoRAEvalMetrics {
+    pub pass_at_1: f64,
+    #[serde(flatten, default)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// MTX-SPEC 3.5.3 AggregateStats.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AggregateStats {
+    pub total_mts: u32,
+    pub completed_mts: u32,
+    pub failed_mts: u32,
+    pub skipped_mts: u32,
+    pub total_iterations: u32,
+    pub total_tokens_prompt: u64,
+    pub total_tokens_completion: u64,
+    pub total_duration_ms: u64,
+    pub escalation_count: u32,
+    pub drop_back_count: u32,
+    pub distillation_candidates_generated: u32,
+}
+
+/// MTX-SPEC 3.5.2 MTMetrics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MTMetrics {
+    pub mt_id: String,
+    pub status: MTStatus,
+    pub iterations: u32,
+    pub final_escalation_level: u32,
+    pub tokens_prompt: u64,
+    pub tokens_completion: u64,
+    pub duration_ms: u64,
+    pub validation_attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation_record_ref: Option<ArtifactHandle>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distillation_candidate_ref: Option<ArtifactHandle>,
+}
+
+/// MTX-SPEC 3.5.1 MicroTaskMetrics (job aggregate).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MicroTaskMetrics {
+    pub mt_metrics: BTreeMap<String, MTMetrics>,
+    pub total_mts: u32,
+    pub completed_mts: u32,
+    pub failed_mts: u32,
+    pub skipped_mts: u32,
+    pub total_iterations: u32,
+    /// JSON keys are the decimal level.
+    pub iterations_at_level: BTreeMap<String, u32>,
+    pub total_tokens_prompt: u64,
+    pub total_tokens_completion: u64,
+    pub total_duration_ms: u64,
+    pub escalation_count: u32,
+    pub drop_back_count: u32,
+    pub distillation_candidates_generated: u32,
+    /// Percentage 0-100 of MTs completed at level 0.
+    pub success_rate_level_0: f64,
+}
+
+/// MTX-SPEC 3.5.4 JobMetrics: never null, zero at creation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobMetrics {
+    pub duration_ms: u64,
+    pub total_tokens: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub tokens_planner: u64,
+    pub tokens_executor: u64,
+    pub entities_read: u64,
+    pub entities_written: u64,
+    pub validators_run_count: u64,
+}
+
+impl ProgressArtifact {
+    /// Recomputes `aggregate_stats` from the entries and `current_state` (3.5.3): failed
+    /// counts failed plus blocked MTs; escalation and drop-back counts come from the
+    /// current state's totals; a distillation candidate counts once it has been written
+    /// (it carries a `candidate_ref` or a `skill_log_entry_id`).
+    pub fn recompute_aggregate_stats(&mut self) {
+        let mut s = AggregateStats {
+            total_mts: self.micro_tasks.len() as u32,
+            escalation_count: self.current_state.total_escalations,
+            drop_back_count: self.current_state.total_drop_backs,
+            ..AggregateStats::default()
+        };
+        for entry in &self.micro_tasks {
+            match entry.status {
+                MTStatus::Completed => s.completed_mts += 1,
+                MTStatus::Failed | MTStatus::Blocked => s.failed_mts += 1,
+                MTStatus::Skipped => s.skipped_mts += 1,
+                MTStatus::Pending | MTStatus::InProgress => {}
+            }
+            for it in &entry.iterations {
+                s.total_iterations += 1;
+                s.total_tokens_prompt += it.tokens_prompt;
+                s.total_tokens_completion += it.tokens_completion;
+                s.total_duration_ms += it.duration_ms;
+            }
+            if entry
+                .distillation_candidate
+                .as_ref()
+                .is_some_and(|c| c.candidate_ref.is_some() || c.skill_log_entry_id.is_some())
+            {
+                s.distillation_candidates_generated += 1;
+            }
+        }
+        self.aggregate_stats = s;
+    }
+
+    /// Checks the schema rules serde cannot: the const `schema_version`, MT id patterns,
+    /// one entry per MT, the iteration numbering (per level from 1, consecutive) and the
+    /// step id of each iteration (the attempt ordinal across levels, 3.8.2), and levels
+    /// that exist in the policy's chain. Returns every problem found.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
+        if self.schema_version != PROGRESS_SCHEMA_VERSION {
+            problems.push(format!(
+                "schema_version must be \"{PROGRESS_SCHEMA_VERSION}\", found {:?}",
+                self.schema_version
+            ));
+        }
+        if self.wp_id.is_empty() {
+            problems.push("wp_id is empty".to_string());
+        }
+        if self.job_id.is_empty() {
+            problems.push("job_id is empty".to_string());
+        }
+        let max_level = self.policy.max_escalation_level();
+        if let Some(active) = &self.current_state.active_mt
+            && !self.micro_tasks.iter().any(|e| &e.mt_id == active)
+        {
+            problems.push(format!("current_state.active_mt {active} has no entry in micro_tasks"));
+        }
+        if self.current_state.active_model_level > max_level {
+            problems.push(format!(
+                "current_state.active_model_level {} exceeds the chain's highest level {max_level}",
+                self.current_state.active_model_level
+            ));
+        }
+        let mut seen = HashSet::new();
+        for entry in &self.micro_tasks {
+            let mt = &entry.mt_id;
+            if !is_valid_mt_id(mt) {
+                problems.push(format!("micro_tasks entry id {mt:?} does not match ^MT-[0-9]{{3}}$"));
+            }
+            if !seen.insert(mt.as_str()) {
+                problems.push(format!("micro_tasks has more than one entry for {mt}"));
+            }
+            let mut previous: Option<(u32, u32)> = None;
+            for (ordinal, it) in entry.iterations.iter().enumerate() {
+                let expected_iteration = match previous {
+                    Some((level, n)) if level == it.escalation_level => n + 1,
+                    _ => 1,
+                };
+                if it.iteration != expected_iteration {
+                    problems.push(format!(
+                        "{mt} iteration record {} at level {} is numbered {}, expected {expected_iteration}",
+                        ordinal + 1,
+                        it.escalation_level,
+                        it.iteration
+                    ));
+                }
+                let expected_step = step_id(mt, ordinal as u32 + 1);
+                if it.step_id != expected_step {
+                    problems.push(format!(
+                        "{mt} iteration record {} has step_id {:?}, expected {expected_step:?}",
+                        ordinal + 1,
+                        it.step_id
+                    ));
+                }
+                if it.escalation_level > max_level {
+                    problems.push(format!(
+                        "{mt} iteration record {} uses level {} beyond the chain's highest level {max_level}",
+                        ordinal + 1,
+                        it.escalation_level
+                    ));
+                }
+                previous = Some((it.escalation_level, it.iteration));
+            }
+            if let Some(last) = entry.final_iteration
+                && !entry.iterations.iter().any(|it| it.iteration == last)
+            {
+                problems.push(format!("{mt} final_iteration {last} names no recorded iteration"));
+            }
+        }
+        if problems.is_empty() { Ok(()) } else { Err(problems) }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn iteration(mt: &str, ordinal: u32, iteration: u32, level: u32) -> IterationRecord {
+        IterationRecord {
+            iteration,
+            step_id: step_id(mt, ordinal),
+            model_id: "qwen2.5-coder:7b".into(),
+            lora_id: None,
+            escalation_level: level,
+            started_at: "2026-01-01T00:00:00.000Z".into(),
+            completed_at: "2026-01-01T00:00:01.000Z".into(),
+            duration_ms: 1000,
+            tokens_prompt: 100,
+            tokens_completion: 20,
+            claimed_complete: false,
+            validation_passed: None,
+            validation_evidence_ref: None,
+            outcome: IterationOutcome::Retry,
+            failure_category: Some(FailureCategory::IncompleteImplementation),
+            error_summary: None,
+            context_snapshot_id: "snap".into(),
+        }
+    }
+
+    fn artifact() -> ProgressArtifact {
+        let mut first = MTProgressEntry::pending("MT-001", "first");
+        first.status = MTStatus::Completed;
+        first.iterations =
+            vec![iteration("MT-001", 1, 1, 0), iteration("MT-001", 2, 2, 0), iteration("MT-001", 3, 1, 1)];
+        first.iterations[2].outcome = IterationOutcome::Success;
+        first.final_iteration = Some(1);
+        first.final_model_level = Some(1);
+        let mut second = MTProgressEntry::pending("MT-002", "second");
+        second.status = MTStatus::Blocked;
+        ProgressArtifact {
+            schema_version: PROGRESS_SCHEMA_VERSION.into(),
+            wp_id: "WP-1".into(),
+            job_id: "job".into(),
+            created_at: "2026-01-01T00:00:00.000Z".into(),
+            updated_at: "2026-01-01T00:00:00.000Z".into(),
+            completed_at: None,
+            status: ProgressStatus::InProgress,
+            policy: ExecutionPolicy::default(),
+            learning_context: LearningContext {
+                skill_bank_snapshot_at_start: "2026-01-01T00:00:00.000Z".into(),
+                loras_available: vec![],
+                pending_distillation_jobs: 0,
+            },
+            current_state: CurrentState {
+                active_mt: Some("MT-002".into()),
+                total_escalations: 1,
+                ..CurrentState::default()
+            },
+            micro_tasks: vec![first, second],
+            aggregate_stats: AggregateStats::default(),
+            extra: serde_json::Map::new(),
+        }
+    }
+
+    #[test]
+    fn progress_artifact_round_trips_with_exact_spellings() {
+        let mut p = artifact();
+        p.extra.insert("x_extra".into(), serde_json::json!("kept"));
+        let v = serde_json::to_value(&p).unwrap();
+        assert_eq!(v["status"], "in_progress");
+        assert_eq!(v["micro_tasks"][0]["iterations"][2]["outcome"], "SUCCESS");
+        assert_eq!(v["micro_tasks"][0]["iterations"][0]["failure_category"], "incomplete_implementation");
+        assert_eq!(v["micro_tasks"][1]["status"], "blocked");
+        let back: ProgressArtifact = serde_json::from_value(v).unwrap();
+        assert_eq!(back, p);
+    }
+
+    #[test]
+    fn aggregate_stats_are_recomputed_from_entries() {
+        let mut p = artifact();
+        p.recompute_aggregate_stats();
+        let s = &p.aggregate_stats;
+        assert_eq!((s.total_mts, s.completed_mts, s.failed_mts, s.skipped_mts), (2, 1, 1, 0));
+        assert_eq!(s.total_iterations, 3);
+        assert_eq!(s.total_tokens_prompt, 300);
+        assert_eq!(s.total_tokens_completion, 60);
+        assert_eq!(s.total_duration_ms, 3000);
+        assert_eq!(s.escalation_count, 1);
+    }
+
+    #[test]
+    fn validate_accepts_a_consistent_artifact() {
+        assert_eq!(artifact().validate(), Ok(()));
+    }
+
+    #[test]
+    fn validate_reports_schema_version_duplicates_and_numbering() {
+        let mut p = artifact();
+        p.schema_version = "2.0".into();
+        p.micro_tasks.push(MTProgressEntry::pending("MT-001", "dup"));
+        p.micro_tasks.push(MTProgressEntry::pending("MT-1", "bad"));
+        p.micro_tasks[0].iterations[1].iteration = 3;
+        p.micro_tasks[0].iterations[2].step_id = "MT-001_iter-001".into();
+        let problems = p.validate().unwrap_err();
+        assert!(problems.iter().any(|m| m.contains("schema_version")), "{problems:?}");
+        assert!(problems.iter().any(|m| m.contains("more than one entry for MT-001")));
+        assert!(problems.iter().any(|m| m.contains("\"MT-1\"")));
+        assert!(problems.iter().any(|m| m.contains("numbered 3, expected 2")));
+        assert!(problems.iter().any(|m| m.contains("expected \"MT-001_iter-003\"")));
+    }
+}
