@@ -11,27 +11,8 @@ use std::path::{Path, PathBuf};
 use mtx_types::{ArtifactHandle, now_rfc3339, sha256_hex};
 use serde::{Deserialize, Serialize};
 
+pub use crate::error::StoreError;
 use crate::fsutil::atomic_write;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("i/o error on {path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
-    #[error("artifact {path} is corrupt: expected sha256 {expected}, found {actual}")]
-    HashMismatch { path: String, expected: String, actual: String },
-    #[error("artifact {0} is missing")]
-    Missing(String),
-    #[error("artifact path {0:?} is not a store path")]
-    BadPath(String),
-    #[error("invalid metadata for artifact {path}: {message}")]
-    BadMeta { path: String, message: String },
-}
-
-impl StoreError {
-    pub(crate) fn io(path: &Path, source: io::Error) -> Self {
-        StoreError::Io { path: path.to_owned(), source }
-    }
-}
 
 /// Sidecar metadata of an artifact (MTX-SPEC 10.7 item 3).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -114,10 +95,9 @@ impl ArtifactStore {
     fn read_meta_if_present(&self, rel: &str) -> Result<Option<ArtifactMeta>, StoreError> {
         let sidecar = self.root.join(format!("{rel}.meta.json"));
         match fs::read(&sidecar) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| StoreError::BadMeta {
-                path: rel.to_owned(),
-                message: e.to_string(),
-            }),
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| StoreError::BadMeta { path: rel.to_owned(), message: e.to_string() }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StoreError::io(&sidecar, e)),
         }
@@ -145,7 +125,11 @@ impl ArtifactStore {
         };
         let actual = sha256_hex(&bytes);
         if actual != handle.sha256 {
-            return Err(StoreError::HashMismatch { path: handle.path.clone(), expected: handle.sha256.clone(), actual });
+            return Err(StoreError::HashMismatch {
+                path: handle.path.clone(),
+                expected: handle.sha256.clone(),
+                actual,
+            });
         }
         Ok(bytes)
     }
@@ -153,7 +137,8 @@ impl ArtifactStore {
     /// The sidecar metadata of an artifact.
     pub fn meta(&self, handle: &ArtifactHandle) -> Result<ArtifactMeta, StoreError> {
         self.checked_path(&handle.path)?;
-        self.read_meta_if_present(&handle.path)?.ok_or_else(|| StoreError::Missing(format!("{}.meta.json", handle.path)))
+        self.read_meta_if_present(&handle.path)?
+            .ok_or_else(|| StoreError::Missing(format!("{}.meta.json", handle.path)))
     }
 
     /// Re-hashes the blob behind `handle` and checks the sidecar agrees with it.
@@ -163,7 +148,10 @@ impl ArtifactStore {
         if meta.sha256 != handle.sha256 {
             return Err(StoreError::BadMeta {
                 path: handle.path.clone(),
-                message: format!("sidecar names sha256 {} but the handle names {}", meta.sha256, handle.sha256),
+                message: format!(
+                    "sidecar names sha256 {} but the handle names {}",
+                    meta.sha256, handle.sha256
+                ),
             });
         }
         Ok(())
