@@ -8,6 +8,17 @@ use std::path::Path;
 /// fsync it, rename it over `path`, fsync the directory. A crash leaves either the old
 /// or the new complete file, never a torn one.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    atomic_write_hooked(path, bytes, || {}, || {})
+}
+
+/// `atomic_write` with a call just before the rename and one after the directory fsync;
+/// the progress store places its crash failpoints there.
+pub(crate) fn atomic_write_hooked(
+    path: &Path,
+    bytes: &[u8],
+    before_rename: impl FnOnce(),
+    after_rename: impl FnOnce(),
+) -> io::Result<()> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     fs::create_dir_all(dir)?;
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
@@ -17,8 +28,11 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
+        before_rename();
         fs::rename(&tmp, path)?;
-        sync_dir(dir)
+        sync_dir(dir)?;
+        after_rename();
+        Ok(())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);

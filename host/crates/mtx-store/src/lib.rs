@@ -10,12 +10,18 @@ pub mod error;
 pub mod events;
 pub mod failpoint;
 pub mod fsutil;
+pub mod jobdir;
 pub mod ledger;
+pub mod progress;
+pub mod rebuild;
 pub mod recorder;
+pub mod recovery;
 
 pub use artifact::{ArtifactMeta, ArtifactStore};
 pub use chain::{ChainDefect, GENESIS_HASH, TornTail};
 pub use error::StoreError;
 pub use failpoint::failpoint;
+pub use jobdir::{JobDir, StateDir, StepOutput};
 pub use ledger::{LedgerHeader, LedgerRecord, RunLedger};
+pub use progress::{ProgressDocument, ProgressStore};
 pub use recorder::{Correlation, Event, EventEnvelope, FlightRecorder};

@@ -1,0 +1,304 @@
+//! The state directory layout of MTX-SPEC 8.1.
+//!
+//! ```text
+//! <state_dir>/history.sqlite              Job History (an index; the files are the truth)
+//! <state_dir>/artifacts/sha256/..         shared content-addressed store
+//! <state_dir>/jobs/<job_id>/job.json
+//!     mt_definitions.json  progress_artifact.json  run_ledger.jsonl  events.jsonl
+//!     step_outputs/<idempotency_key>/{prompt.txt, context_snapshot.json, response.txt,
+//!         validation.json, validation_evidence.json, output.json}
+//!     escalations/  distillation_candidates/  distillation_pending/  model_swap/
+//!     cloud_escalation/  gate_decisions/  summaries/
+//! ```
+//!
+//! `output.json` is written last in a step directory: it is the "step finished" marker
+//! recovery relies on (8.5), so it is only ever written atomically. This module names
+//! paths and writes step files; it never deletes anything and never writes outside the
+//! state directory (every relative name is checked).
+
+use std::path::{Path, PathBuf};
+
+use mtx_types::{ArtifactHandle, IterationRecord, PromptEnvelopeHashes, sha256_hex};
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+use crate::fsutil::atomic_write;
+
+/// Sub-directories created for every job.
+pub const JOB_SUBDIRS: &[&str] = &[
+    "step_outputs",
+    "escalations",
+    "distillation_candidates",
+    "distillation_pending",
+    "model_swap",
+    "cloud_escalation",
+    "gate_decisions",
+    "summaries",
+];
+
+/// The root of mtx state (`<workspace>/.mtx` unless configured otherwise).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    pub fn new(root: &Path) -> Self {
+        StateDir { root: root.to_owned() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn jobs_dir(&self) -> PathBuf {
+        self.root.join("jobs")
+    }
+
+    pub fn artifacts_dir(&self) -> PathBuf {
+        self.root.join("artifacts")
+    }
+
+    pub fn history_db(&self) -> PathBuf {
+        self.root.join("history.sqlite")
+    }
+
+    /// The directory of one job; the id is checked to be a plain name.
+    pub fn job(&self, job_id: &str) -> Result<JobDir, StoreError> {
+        check_name("job_id", job_id)?;
+        Ok(JobDir { root: self.jobs_dir().join(job_id), job_id: job_id.to_owned() })
+    }
+}
+
+/// `jobs/<job_id>/` of one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobDir {
+    root: PathBuf,
+    job_id: String,
+}
+
+/// The "step finished" record, `step_outputs/<idempotency_key>/output.json` (8.1).
+///
+/// The 8.1 fields, plus [D] `mt_id` and the finished step's `iteration_record`, so a
+/// progress artifact lost to corruption can be rebuilt exactly from step outputs (8.6).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepOutput {
+    pub step_id: String,
+    pub idempotency_key: String,
+    pub prompt_hash: String,
+    pub context_snapshot_id: String,
+    pub context_snapshot_hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_snapshot_ref: Option<ArtifactHandle>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_envelope_hashes: Option<PromptEnvelopeHashes>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_snapshot_ref: Option<ArtifactHandle>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_snapshot_ref: Option<ArtifactHandle>,
+    /// `null` when validation did not run.
+    pub validation_ref: Option<ArtifactHandle>,
+    pub mt_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iteration_record: Option<IterationRecord>,
+}
+
+/// A UUID derived from the bytes (version 8, custom), so the handle of an existing file
+/// is the same every time recovery or a rebuild builds it.
+pub(crate) fn stable_artifact_id(bytes: &[u8]) -> String {
+    let digest = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(bytes));
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(first).into_uuid().to_string()
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), StoreError> {
+    let ok = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\\', '\0'])
+        && name.len() <= 255;
+    if ok { Ok(()) } else { Err(StoreError::invalid(what, format!("{name:?} is not a plain file name"))) }
+}
+
+impl JobDir {
+    /// A job directory at an explicit path (tests, `reindex` of a copied job).
+    pub fn at(root: &Path, job_id: &str) -> Self {
+        JobDir { root: root.to_owned(), job_id: job_id.to_owned() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn job_id(&self) -> &str {
+        &self.job_id
+    }
+
+    /// Creates the job directory and its sub-directories (idempotent).
+    pub fn create(&self) -> Result<(), StoreError> {
+        for sub in JOB_SUBDIRS {
+            let dir = self.root.join(sub);
+            std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        }
+        crate::fsutil::sync_dir(&self.root).map_err(|e| StoreError::io(&self.root, e))?;
+        Ok(())
+    }
+
+    pub fn job_json(&self) -> PathBuf {
+        self.root.join("job.json")
+    }
+
+    pub fn mt_definitions(&self) -> PathBuf {
+        self.root.join("mt_definitions.json")
+    }
+
+    pub fn progress_artifact(&self) -> PathBuf {
+        self.root.join("progress_artifact.json")
+    }
+
+    pub fn run_ledger(&self) -> PathBuf {
+        self.root.join("run_ledger.jsonl")
+    }
+
+    pub fn events(&self) -> PathBuf {
+        self.root.join("events.jsonl")
+    }
+
+    pub fn subdir(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// `step_outputs/<idempotency_key>/`.
+    pub fn step_dir(&self, idempotency_key: &str) -> Result<PathBuf, StoreError> {
+        check_name("idempotency_key", idempotency_key)?;
+        Ok(self.root.join("step_outputs").join(idempotency_key))
+    }
+
+    /// Atomically writes one file of a step (`prompt.txt`, `response.txt`, ...) and
+    /// returns a handle whose path is relative to the job directory.
+    pub fn write_step_file(
+        &self,
+        idempotency_key: &str,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<ArtifactHandle, StoreError> {
+        check_name("step file name", name)?;
+        let path = self.step_dir(idempotency_key)?.join(name);
+        atomic_write(&path, bytes).map_err(|e| StoreError::io(&path, e))?;
+        Ok(ArtifactHandle {
+            artifact_id: uuid::Uuid::now_v7().to_string(),
+            path: format!("step_outputs/{idempotency_key}/{name}"),
+            sha256: sha256_hex(bytes),
+            size_bytes: Some(bytes.len() as u64),
+            media_type: Some(
+                if name.ends_with(".json") { "application/json" } else { "text/plain" }.to_owned(),
+            ),
+        })
+    }
+
+    /// Writes `output.json`, the step's commit marker; call it after every other file
+    /// of the step is written (8.4 item 4).
+    pub fn write_step_output(&self, output: &StepOutput) -> Result<ArtifactHandle, StoreError> {
+        let mut bytes = serde_json::to_vec_pretty(output)
+            .map_err(|e| StoreError::invalid("step output", e.to_string()))?;
+        bytes.push(b'\n');
+        self.write_step_file(&output.idempotency_key, "output.json", &bytes)
+    }
+
+    /// Whether `step_outputs/<key>/output.json` exists.
+    pub fn step_output_exists(&self, idempotency_key: &str) -> bool {
+        self.step_dir(idempotency_key).is_ok_and(|d| d.join("output.json").is_file())
+    }
+
+    /// Reads `output.json` of a step; `None` when the step never finished.
+    pub fn read_step_output(
+        &self,
+        idempotency_key: &str,
+    ) -> Result<Option<(StepOutput, ArtifactHandle)>, StoreError> {
+        let path = self.step_dir(idempotency_key)?.join("output.json");
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io(&path, e)),
+        };
+        let output: StepOutput =
+            serde_json::from_slice(&bytes).map_err(|e| StoreError::corrupt(&path, e.to_string()))?;
+        let handle = ArtifactHandle {
+            artifact_id: stable_artifact_id(&bytes),
+            path: format!("step_outputs/{idempotency_key}/output.json"),
+            sha256: sha256_hex(&bytes),
+            size_bytes: Some(bytes.len() as u64),
+            media_type: Some("application/json".into()),
+        };
+        Ok(Some((output, handle)))
+    }
+
+    /// Resolves a handle path relative to this job directory, refusing escapes.
+    pub fn resolve(&self, rel: &str) -> Result<PathBuf, StoreError> {
+        let ok = !rel.is_empty()
+            && !rel.starts_with('/')
+            && !rel.contains('\\')
+            && !rel.split('/').any(|c| c == ".." || c.is_empty() || c == ".");
+        if !ok {
+            return Err(StoreError::BadPath(rel.to_owned()));
+        }
+        Ok(self.root.join(rel))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn output(key: &str, step_id: &str) -> StepOutput {
+        StepOutput {
+            step_id: step_id.into(),
+            idempotency_key: key.into(),
+            prompt_hash: sha256_hex(b"p"),
+            context_snapshot_id: uuid::Uuid::now_v7().to_string(),
+            context_snapshot_hash: sha256_hex(b"c"),
+            context_snapshot_ref: None,
+            prompt_envelope_hashes: None,
+            prompt_snapshot_ref: None,
+            output_snapshot_ref: None,
+            validation_ref: None,
+            mt_id: step_id[..6].into(),
+            iteration_record: None,
+        }
+    }
+
+    #[test]
+    fn the_layout_is_created_and_step_outputs_mark_finished_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        let job = state.job("job-1").unwrap();
+        job.create().unwrap();
+        for sub in JOB_SUBDIRS {
+            assert!(job.root().join(sub).is_dir(), "{sub}");
+        }
+        let key = "a".repeat(64);
+        assert!(!job.step_output_exists(&key));
+        let h = job.write_step_file(&key, "response.txt", b"verbatim").unwrap();
+        assert!(!job.step_output_exists(&key), "only output.json marks a finished step");
+        assert_eq!(std::fs::read(job.resolve(&h.path).unwrap()).unwrap(), b"verbatim");
+        let out = output(&key, "MT-001_iter-001");
+        let written = job.write_step_output(&out).unwrap();
+        assert!(job.step_output_exists(&key));
+        let (read, handle) = job.read_step_output(&key).unwrap().unwrap();
+        assert_eq!(read, out);
+        assert_eq!(handle.sha256, written.sha256);
+    }
+
+    #[test]
+    fn names_that_escape_the_job_directory_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        assert!(state.job("../x").is_err());
+        let job = state.job("j").unwrap();
+        assert!(job.write_step_file("..", "x", b"").is_err());
+        assert!(job.write_step_file(&"a".repeat(64), "../../x", b"").is_err());
+        assert!(matches!(job.resolve("step_outputs/../../x"), Err(StoreError::BadPath(_))));
+        assert!(matches!(job.resolve("/etc/passwd"), Err(StoreError::BadPath(_))));
+    }
+}

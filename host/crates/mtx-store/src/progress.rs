@@ -1,0 +1,199 @@
+//! The progress artifact store (MTX-SPEC 8.2): `progress_artifact.json`, the single
+//! source of truth for loop state.
+//!
+//! `load` validates on every read: a parse or validation failure is a typed
+//! `StateCorruption` error, which the loop answers with the 8.6 rebuild. `save` refreshes
+//! `updated_at` and the aggregates through the document's hook, refuses documents over
+//! the 10 MB cap of 11.4, and replaces the file atomically (temp file, fsync, rename,
+//! directory fsync), so a crash leaves the old or the new file, never a torn one.
+//! The store is generic over the document so its mechanics can be tested on their own;
+//! mtx stores `mtx_types::progress::ProgressArtifact`. It never writes anything else.
+
+use std::path::{Path, PathBuf};
+
+use mtx_types::progress::ProgressArtifact;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::StoreError;
+use crate::failpoint::failpoint;
+use crate::fsutil::atomic_write_hooked;
+
+/// Maximum size of a progress artifact (MTX-SPEC 11.4).
+pub const PROGRESS_CAP_BYTES: u64 = 10 * 1024 * 1024;
+
+/// A document the progress store can hold.
+pub trait ProgressDocument: Serialize + DeserializeOwned {
+    /// Schema rules serde cannot check; each string names one problem.
+    fn validate(&self) -> Result<(), Vec<String>>;
+    /// Called by `save` before writing: refresh `updated_at` and the aggregates (8.2 item 4).
+    fn refresh(&mut self);
+}
+
+impl ProgressDocument for ProgressArtifact {
+    fn validate(&self) -> Result<(), Vec<String>> {
+        ProgressArtifact::validate(self)
+    }
+
+    fn refresh(&mut self) {
+        self.updated_at = mtx_types::now_rfc3339();
+        self.recompute_aggregate_stats();
+    }
+}
+
+/// The progress artifact of one job.
+#[derive(Debug, Clone)]
+pub struct ProgressStore {
+    path: PathBuf,
+    cap: u64,
+}
+
+impl ProgressStore {
+    pub fn new(path: &Path) -> Self {
+        ProgressStore { path: path.to_owned(), cap: PROGRESS_CAP_BYTES }
+    }
+
+    /// A store with another cap (tests of the cap path, small deployments).
+    pub fn with_cap(path: &Path, cap: u64) -> Self {
+        ProgressStore { path: path.to_owned(), cap }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn exists(&self) -> bool {
+        self.path.exists()
+    }
+
+    /// Reads, parses and validates the document.
+    pub fn load<T: ProgressDocument>(&self) -> Result<T, StoreError> {
+        let bytes = std::fs::read(&self.path).map_err(|e| StoreError::io(&self.path, e))?;
+        if bytes.len() as u64 > self.cap {
+            return Err(StoreError::corrupt(
+                &self.path,
+                format!("file is {} bytes, over the {} byte cap", bytes.len(), self.cap),
+            ));
+        }
+        parse_and_validate(&self.path, &bytes)
+    }
+
+    /// Refreshes, validates and atomically replaces the document; returns the bytes written.
+    pub fn save<T: ProgressDocument>(&self, doc: &mut T) -> Result<u64, StoreError> {
+        doc.refresh();
+        if let Err(problems) = doc.validate() {
+            return Err(StoreError::invalid("progress artifact", problems.join("; ")));
+        }
+        let mut bytes = serde_json::to_vec_pretty(doc)
+            .map_err(|e| StoreError::invalid("progress artifact", e.to_string()))?;
+        bytes.push(b'\n');
+        let size = bytes.len() as u64;
+        if size > self.cap {
+            return Err(StoreError::TooLarge { path: self.path.clone(), size, cap: self.cap });
+        }
+        atomic_write_hooked(
+            &self.path,
+            &bytes,
+            || failpoint("progress.rename.before"),
+            || failpoint("progress.rename.after"),
+        )
+        .map_err(|e| StoreError::io(&self.path, e))?;
+        Ok(size)
+    }
+}
+
+/// Parses and validates progress bytes; failures are `StateCorruption` naming `path`.
+pub fn parse_and_validate<T: ProgressDocument>(path: &Path, bytes: &[u8]) -> Result<T, StoreError> {
+    let doc: T = serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt(path, e.to_string()))?;
+    doc.validate().map_err(|problems| StoreError::corrupt(path, problems.join("; ")))?;
+    Ok(doc)
+}
+
+/// The few fields the startup scan needs, read without the full schema so a scan never
+/// fails on one bad job.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct ProgressHeader {
+    pub job_id: String,
+    pub wp_id: String,
+    pub status: String,
+    pub updated_at: String,
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Doc {
+        n: u32,
+        updated_at: String,
+        total: u32,
+    }
+
+    impl ProgressDocument for Doc {
+        fn validate(&self) -> Result<(), Vec<String>> {
+            if self.n > 100 { Err(vec![format!("n {} is over 100", self.n)]) } else { Ok(()) }
+        }
+        fn refresh(&mut self) {
+            self.updated_at = "refreshed".into();
+            self.total = self.n * 2;
+        }
+    }
+
+    #[test]
+    fn save_refreshes_and_load_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ProgressStore::new(&dir.path().join("progress_artifact.json"));
+        let mut doc = Doc { n: 3, updated_at: "old".into(), total: 0 };
+        store.save(&mut doc).unwrap();
+        assert_eq!(doc.updated_at, "refreshed");
+        assert_eq!(store.load::<Doc>().unwrap(), Doc { n: 3, updated_at: "refreshed".into(), total: 6 });
+    }
+
+    #[test]
+    fn unparsable_or_invalid_files_are_state_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("progress_artifact.json");
+        let store = ProgressStore::new(&path);
+        std::fs::write(&path, b"{\"n\": 3, \"updated_").unwrap();
+        assert!(matches!(store.load::<Doc>(), Err(StoreError::StateCorruption { .. })));
+        std::fs::write(&path, br#"{"n": 300, "updated_at": "x", "total": 0}"#).unwrap();
+        let err = store.load::<Doc>().unwrap_err();
+        assert!(matches!(err, StoreError::StateCorruption { .. }) && err.to_string().contains("over 100"));
+    }
+
+    #[test]
+    fn an_invalid_or_oversized_document_is_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("progress_artifact.json");
+        let store = ProgressStore::with_cap(&path, 64);
+        store.save(&mut Doc { n: 1, updated_at: String::new(), total: 0 }).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        assert!(matches!(
+            store.save(&mut Doc { n: 101, updated_at: String::new(), total: 0 }),
+            Err(StoreError::Invalid { .. })
+        ));
+        let mut big = Doc { n: 1, updated_at: "x".repeat(100), total: 0 };
+        big.refresh();
+        let small = ProgressStore::with_cap(&path, 10);
+        assert!(matches!(small.save(&mut big), Err(StoreError::TooLarge { cap: 10, .. })));
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+    }
+
+    #[test]
+    fn the_real_progress_artifact_validates_on_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("progress_artifact.json");
+        let store = ProgressStore::new(&path);
+        let mut doc = crate::rebuild::tests::sample_progress();
+        store.save(&mut doc).unwrap();
+        let loaded: ProgressArtifact = store.load().unwrap();
+        assert_eq!(loaded.aggregate_stats.total_mts, 2);
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("\"schema_version\": \"1.0\"", "\"schema_version\": \"2.0\"");
+        std::fs::write(&path, text).unwrap();
+        assert!(matches!(store.load::<ProgressArtifact>(), Err(StoreError::StateCorruption { .. })));
+    }
+}
