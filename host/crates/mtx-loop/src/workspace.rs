@@ -1,0 +1,235 @@
+//! Read-only access to the workspace under execution, and the path rules every module of
+//! this crate shares (14.2.5 normalisation and scope matching).
+//!
+//! This is the only place in the crate that touches the filesystem, and it only reads:
+//! it must never write, create or delete anything, and it must never resolve a path that
+//! leaves the workspace root.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+/// Reads workspace files by repo-relative path (`/` separators).
+///
+/// `Ok(None)` means the file does not exist; an `Err` is an environment failure
+/// (permission, escape attempt, I/O error).
+pub trait WorkspaceReader {
+    fn read(&self, rel_path: &str) -> Result<Option<Vec<u8>>, io::Error>;
+}
+
+/// A [`WorkspaceReader`] over a directory on disk.
+///
+/// Refuses relative paths that are absolute, contain `..`, backslashes or NUL, and paths
+/// whose canonical form (symlinks resolved) lies outside the root.
+#[derive(Debug, Clone)]
+pub struct DirReader {
+    root: PathBuf,
+}
+
+impl DirReader {
+    /// A reader rooted at `root`; the root is canonicalised once so that later checks
+    /// compare like with like.
+    pub fn new(root: &Path) -> Result<Self, io::Error> {
+        Ok(DirReader { root: root.canonicalize()? })
+    }
+
+    /// The canonical root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+impl WorkspaceReader for DirReader {
+    fn read(&self, rel_path: &str) -> Result<Option<Vec<u8>>, io::Error> {
+        if let Err(reason) = check_relative_path(rel_path) {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("workspace path {rel_path:?} refused: {reason}"),
+            ));
+        }
+        let joined = self.root.join(rel_path);
+        // Canonicalising resolves symlinks, so a link inside the workspace that points
+        // outside it is caught here rather than read.
+        let canonical = match joined.canonicalize() {
+            Ok(c) => c,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if !canonical.starts_with(&self.root) {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("workspace path {rel_path:?} resolves outside the workspace root"),
+            ));
+        }
+        if canonical.is_dir() {
+            return Ok(None);
+        }
+        match std::fs::read(&canonical) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// An in-memory [`WorkspaceReader`]: path -> bytes. Used by callers that hold file
+/// contents already (replay, tests).
+#[derive(Debug, Clone, Default)]
+pub struct MemReader {
+    pub files: BTreeMap<String, Vec<u8>>,
+}
+
+impl MemReader {
+    pub fn new<P: Into<String>, C: Into<Vec<u8>>>(files: impl IntoIterator<Item = (P, C)>) -> Self {
+        MemReader { files: files.into_iter().map(|(p, c)| (p.into(), c.into())).collect() }
+    }
+}
+
+impl WorkspaceReader for MemReader {
+    fn read(&self, rel_path: &str) -> Result<Option<Vec<u8>>, io::Error> {
+        Ok(self.files.get(rel_path).cloned())
+    }
+}
+
+/// Why a relative path is refused, or `Ok` when it is a plain repo-relative path.
+pub(crate) fn check_relative_path(path: &str) -> Result<(), &'static str> {
+    if path.is_empty() {
+        return Err("empty path");
+    }
+    if path.contains('\0') {
+        return Err("contains NUL");
+    }
+    if path.chars().any(|c| c.is_control()) {
+        return Err("contains a control character");
+    }
+    if path.contains('\\') {
+        return Err("contains a backslash");
+    }
+    if path.starts_with('/') || Path::new(path).is_absolute() || path.as_bytes().get(1) == Some(&b':') {
+        return Err("absolute path");
+    }
+    for comp in Path::new(path).components() {
+        match comp {
+            Component::ParentDir => return Err("contains '..'"),
+            Component::Normal(_) | Component::CurDir => {}
+            _ => return Err("absolute path"),
+        }
+    }
+    if path.split('/').any(|seg| seg == "..") {
+        return Err("contains '..'");
+    }
+    Ok(())
+}
+
+/// Normalises a path the way 14.2.5 step 1 and 3 do: strip backticks and surrounding
+/// whitespace, `\` -> `/`, collapse `//`, strip a leading `./` and a leading `/`.
+pub fn normalize_path(raw: &str) -> String {
+    let mut p: String =
+        raw.trim().chars().filter(|c| *c != '`').collect::<String>().trim().replace('\\', "/");
+    while p.contains("//") {
+        p = p.replace("//", "/");
+    }
+    loop {
+        if let Some(rest) = p.strip_prefix("./") {
+            p = rest.to_string();
+        } else if let Some(rest) = p.strip_prefix('/') {
+            p = rest.to_string();
+        } else {
+            break;
+        }
+    }
+    p
+}
+
+/// Whether `candidate` matches one scope `entry` (14.2.5): a trailing `/**`, `/**/*` or `/`
+/// is removed from the entry; the candidate matches when it equals the entry or lies under
+/// it. A bare `**` (or an entry that normalises to nothing) matches nothing.
+pub fn path_matches_entry(candidate: &str, entry: &str) -> bool {
+    let mut e = normalize_path(entry);
+    for suffix in ["/**/*", "/**", "/"] {
+        if let Some(stripped) = e.strip_suffix(suffix) {
+            e = stripped.to_string();
+            break;
+        }
+    }
+    if e.is_empty() || e == "**" || e == "*" {
+        return false;
+    }
+    let c = normalize_path(candidate);
+    c == e || c.strip_prefix(e.as_str()).is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// Whether `candidate` matches any of `entries`.
+pub fn path_in_entries(candidate: &str, entries: &[String]) -> bool {
+    entries.iter().any(|e| path_matches_entry(candidate, e))
+}
+
+/// Lines of a text the way an editor numbers them: a trailing newline does not start an
+/// extra line, `\r` before `\n` is not part of the line.
+pub(crate) fn text_lines(text: &str) -> Vec<&str> {
+    if text.is_empty() {
+        return Vec::new();
+    }
+    let body = text.strip_suffix('\n').unwrap_or(text);
+    body.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dir_reader_reads_files_and_reports_missing_as_none() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("src")).unwrap();
+        std::fs::write(dir.path().join("src/lib.rs"), "fn a() {}\n").unwrap();
+        let r = DirReader::new(dir.path()).unwrap();
+        assert_eq!(r.read("src/lib.rs").unwrap().unwrap(), b"fn a() {}\n");
+        assert_eq!(r.read("src/missing.rs").unwrap(), None);
+        assert_eq!(r.read("src").unwrap(), None, "a directory is not a file");
+    }
+
+    #[test]
+    fn dir_reader_refuses_escaping_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = DirReader::new(dir.path()).unwrap();
+        for bad in ["../etc/passwd", "/etc/passwd", "a/../../b", "a\\b", "", "a\0b"] {
+            let err = r.read(bad).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{bad:?}");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn dir_reader_refuses_symlink_leaving_the_root() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "s").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("link")).unwrap();
+        let r = DirReader::new(dir.path()).unwrap();
+        assert_eq!(r.read("link").unwrap_err().kind(), io::ErrorKind::PermissionDenied);
+    }
+
+    #[test]
+    fn normalize_path_follows_14_2_5() {
+        assert_eq!(normalize_path(" `./src//lib.rs` "), "src/lib.rs");
+        assert_eq!(normalize_path("/src\\a.rs"), "src/a.rs");
+    }
+
+    #[test]
+    fn scope_matching_handles_dirs_globs_and_bare_stars() {
+        assert!(path_matches_entry("src/a.rs", "src/a.rs"));
+        assert!(path_matches_entry("src/x/a.rs", "src/**"));
+        assert!(path_matches_entry("src/x/a.rs", "src/"));
+        assert!(!path_matches_entry("srcx/a.rs", "src"));
+        assert!(!path_matches_entry("a.rs", "**"));
+        assert!(!path_matches_entry("a.rs", ""));
+    }
+
+    #[test]
+    fn text_lines_ignores_trailing_newline_and_cr() {
+        assert_eq!(text_lines("a\r\nb\n"), vec!["a", "b"]);
+        assert_eq!(text_lines("a\n\n"), vec!["a", ""]);
+        assert!(text_lines("").is_empty());
+    }
+}
