@@ -6,6 +6,11 @@
 //! `updated_at` and the aggregates through the document's hook, refuses documents over
 //! the 10 MB cap of 11.4, and replaces the file atomically (temp file, fsync, rename,
 //! directory fsync), so a crash leaves the old or the new file, never a torn one.
+//!
+//! Every saved document carries `content_sha256` [D], the SHA-256 of its canonical JSON
+//! without that member, so an edit of the file is caught on load and by `mtx verify`
+//! (the spec keeps unknown fields, so older readers ignore it). A file without the member
+//! still loads; a file whose member disagrees is `StateCorruption`.
 //! The store is generic over the document so its mechanics can be tested on their own;
 //! mtx stores `mtx_types::progress::ProgressArtifact`. It never writes anything else.
 
@@ -84,8 +89,15 @@ impl ProgressStore {
         if let Err(problems) = doc.validate() {
             return Err(StoreError::invalid("progress artifact", problems.join("; ")));
         }
-        let mut bytes = serde_json::to_vec_pretty(doc)
+        let value = serde_json::to_value(&*doc)
             .map_err(|e| StoreError::invalid("progress artifact", e.to_string()))?;
+        let serde_json::Value::Object(mut map) = value else {
+            return Err(StoreError::invalid("progress artifact", "document is not a JSON object"));
+        };
+        map.remove(INTEGRITY_MEMBER);
+        let digest = mtx_types::sha256_hex(&mtx_types::canonical_json(&map));
+        map.insert(INTEGRITY_MEMBER.into(), serde_json::Value::from(digest));
+        let mut bytes = serde_json::to_vec_pretty(&map).expect("JSON values serialise");
         bytes.push(b'\n');
         let size = bytes.len() as u64;
         if size > self.cap {
@@ -102,9 +114,30 @@ impl ProgressStore {
     }
 }
 
-/// Parses and validates progress bytes; failures are `StateCorruption` naming `path`.
+/// The member holding the document's own hash.
+pub const INTEGRITY_MEMBER: &str = "content_sha256";
+
+/// Parses, checks the integrity member of, and validates progress bytes; failures are
+/// `StateCorruption` naming `path`.
 pub fn parse_and_validate<T: ProgressDocument>(path: &Path, bytes: &[u8]) -> Result<T, StoreError> {
-    let doc: T = serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt(path, e.to_string()))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt(path, e.to_string()))?;
+    let serde_json::Value::Object(mut map) = value else {
+        return Err(StoreError::corrupt(path, "document is not a JSON object"));
+    };
+    if let Some(stated) = map.remove(INTEGRITY_MEMBER) {
+        let computed = mtx_types::sha256_hex(&mtx_types::canonical_json(&map));
+        if stated.as_str() != Some(computed.as_str()) {
+            return Err(StoreError::corrupt(
+                path,
+                format!(
+                    "content does not match its {INTEGRITY_MEMBER} (stated {stated}, computed {computed})"
+                ),
+            ));
+        }
+    }
+    let doc: T = serde_json::from_value(serde_json::Value::Object(map))
+        .map_err(|e| StoreError::corrupt(path, e.to_string()))?;
     doc.validate().map_err(|problems| StoreError::corrupt(path, problems.join("; ")))?;
     Ok(doc)
 }
@@ -167,7 +200,7 @@ pub(crate) mod tests {
     fn an_invalid_or_oversized_document_is_not_written() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("progress_artifact.json");
-        let store = ProgressStore::with_cap(&path, 64);
+        let store = ProgressStore::with_cap(&path, 400);
         store.save(&mut Doc { n: 1, updated_at: String::new(), total: 0 }).unwrap();
         let before = std::fs::read(&path).unwrap();
         assert!(matches!(
@@ -195,5 +228,17 @@ pub(crate) mod tests {
             .replace("\"schema_version\": \"1.0\"", "\"schema_version\": \"2.0\"");
         std::fs::write(&path, text).unwrap();
         assert!(matches!(store.load::<ProgressArtifact>(), Err(StoreError::StateCorruption { .. })));
+    }
+
+    #[test]
+    fn an_edit_that_still_validates_is_caught_by_the_content_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("progress_artifact.json");
+        let store = ProgressStore::new(&path);
+        store.save(&mut Doc { n: 3, updated_at: String::new(), total: 0 }).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap().replace("\"n\": 3", "\"n\": 4");
+        std::fs::write(&path, text).unwrap();
+        let err = store.load::<Doc>().unwrap_err();
+        assert!(err.to_string().contains("content_sha256"), "{err}");
     }
 }
