@@ -7,6 +7,7 @@
 //! files through [`WorkspaceReader`].
 
 pub mod completion;
+pub mod decision;
 pub mod edits;
 mod types;
 pub mod workspace;
@@ -17,6 +18,13 @@ mod test_support;
 pub use completion::{
     EvidenceCheck, EvidenceLocation, EvidenceProblem, EvidenceProblemKind, parse_completion,
     parse_evidence_line, parse_location, verify_evidence,
+};
+pub use decision::{
+    Decision, EnforcedDecision, HardGateReason, InvariantViolation, IterationFacts, IterationObservation,
+    OverrideReason, Proposal, ProposedDecision, Streaks, TokenUseLevel, climb_ceiling, completion_allowance,
+    default_failure_category, duration_poisoned, effective_max_iterations, enforce, estimated_job_budget,
+    failure_counts, is_recoverable_block, iteration_token_cap, mt_token_cap, reference_decision,
+    starting_level, token_use_level,
 };
 pub use edits::{
     EditKind, EditProblem, EditRules, FileWrite, ParsedEdits, ProposedEdit, ResolveError, ResolvedEdits,

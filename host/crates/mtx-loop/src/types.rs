@@ -2,7 +2,8 @@
 //! It must never define loop behaviour.
 
 pub use mtx_types::{
-    CompletionEvidence, CompletionSignal, DoneVerification, MicroTaskDefinition, sha256_hex,
+    CompletionEvidence, CompletionSignal, DoneVerification, EscalationLevel, EscalationTarget, ExecutionTier,
+    FailureCategory, LoopDecision, MicroTaskDefinition, sha256_hex,
 };
 
 #[cfg(test)]
