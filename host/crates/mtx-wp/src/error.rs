@@ -22,6 +22,8 @@ pub enum WpError {
     Json { path: PathBuf, message: String },
     #[error("work packet {path} is not valid TOML: {message}")]
     Toml { path: PathBuf, message: String },
+    #[error("work packet {path} is invalid: {message}")]
+    Invalid { path: PathBuf, message: String },
     #[error("work packet {path} has unknown key {key:?}")]
     UnknownKey { path: PathBuf, key: String },
     #[error("work packet has no {field}")]

@@ -1,32 +1,24 @@
-//! `packet.json` contracts (MTX-SPEC 14.3) and per-MT contract hints (14.4.1).
+//! `packet.json` contracts (MTX-SPEC 14.3).
 //!
 //! Imported contracts are often wrong, so this module also decides when a contract is
-//! lossy and the markdown next to it must be used instead (14.3.3). MT contracts become
-//! planner hints only; this module must never turn them into MT definitions (R-GEN-1).
+//! lossy and the markdown next to it must be used instead (14.3.3). It must never trust
+//! a contract's own claim of authority over that evidence.
 
-use std::path::Path;
-use std::sync::LazyLock;
-
-use regex::Regex;
 use serde_json::Value;
 
 use crate::error::WpError;
 use crate::markdown::out_of_scope;
-use crate::packet::{MtHint, SourceKind, WorkPacket};
-use crate::paths::{normalise_paths, path_in_scope};
+use crate::packet::{SourceKind, WorkPacket};
+use crate::paths::normalise_paths;
 
 /// Schema id of a Work Packet contract.
 pub const WORK_PACKET_CONTRACT_SCHEMA: &str = "hsk.work_packet_contract@1";
-/// Schema id of a per-MT contract.
-pub const MICROTASK_CONTRACT_SCHEMA: &str = "hsk.microtask_contract@1";
 
-static MT_FILE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^(?:(.+)\.)?(MT-\d{3,})\.json$").unwrap());
-
-fn str_at<'v>(v: &'v Value, pointer: &str) -> Option<&'v str> {
+pub(crate) fn str_at<'v>(v: &'v Value, pointer: &str) -> Option<&'v str> {
     v.pointer(pointer).and_then(Value::as_str)
 }
 
-fn strings_at(v: &Value, pointer: &str) -> Option<Vec<String>> {
+pub(crate) fn strings_at(v: &Value, pointer: &str) -> Option<Vec<String>> {
     v.pointer(pointer)
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
@@ -116,96 +108,9 @@ pub fn work_packet_from_contract(contract: &Value) -> Result<WorkPacket, WpError
     Ok(wp)
 }
 
-/// Normalises one MT contract of either shape (14.4.1) into a hint.
-pub fn mt_hint_from_contract(v: &Value) -> Option<MtHint> {
-    let mt_id = str_at(v, "/mt_id")?.to_uppercase();
-    let first = |ptrs: &[&str]| {
-        ptrs.iter().filter_map(|p| str_at(v, p)).map(str::trim).find(|s| !s.is_empty()).map(str::to_string)
-    };
-    let list_of = |ptrs: &[&str]| ptrs.iter().find_map(|p| strings_at(v, p)).unwrap_or_default();
-    Some(MtHint {
-        clause: first(&["/scope/summary", "/title", "/goal", "/clause"]).unwrap_or_else(|| mt_id.clone()),
-        code_surfaces: list_of(&["/scope/allowed_paths", "/owned_files"]),
-        expected_tests: list_of(&["/scope/proof_targets", "/proof_commands"]),
-        depends_on: list_of(&["/lifecycle/depends_on", "/depends_on_mts"]),
-        lifecycle_status: str_at(v, "/lifecycle/status").unwrap_or("").to_uppercase(),
-        active: v.pointer("/lifecycle/active").and_then(Value::as_bool) == Some(true),
-        mt_id,
-    })
-}
-
-/// Reads the MT contract files next to a packet: `MT-NNN.json` or `<WP_ID>.MT-NNN.json`
-/// (three or more digits), sorted by MT id. Contracts for another WP are skipped, and
-/// code surfaces outside the packet scope are reported as warnings.
-pub fn load_mt_hints(
-    dir: &Path,
-    packet: &WorkPacket,
-    warnings: &mut Vec<String>,
-) -> Result<Vec<MtHint>, WpError> {
-    let io = |source| WpError::Io { path: dir.to_path_buf(), source };
-    let mut files: Vec<(String, std::path::PathBuf)> = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io)? {
-        let entry = entry.map_err(io)?;
-        let name = entry.file_name().to_string_lossy().to_string();
-        if let Some(c) = MT_FILE.captures(&name) {
-            if c.get(1).is_some_and(|prefix| prefix.as_str() != packet.wp_id) {
-                continue;
-            }
-            files.push((c[2].to_string(), entry.path()));
-        }
-    }
-    files.sort();
-    let mut hints = Vec::new();
-    for (_, path) in files {
-        let text =
-            std::fs::read_to_string(&path).map_err(|source| WpError::Io { path: path.clone(), source })?;
-        let value: Value = serde_json::from_str(&text)
-            .map_err(|e| WpError::Json { path: path.clone(), message: e.to_string() })?;
-        let shown = path.file_name().unwrap_or_default().to_string_lossy().to_string();
-        if str_at(&value, "/wp_id").is_some_and(|w| w != packet.wp_id) {
-            warnings.push(format!("mt hint {shown}: belongs to another work packet, skipped"));
-            continue;
-        }
-        if str_at(&value, "/schema_id") != Some(MICROTASK_CONTRACT_SCHEMA) {
-            warnings.push(format!("mt hint {shown}: schema_id is not {MICROTASK_CONTRACT_SCHEMA}"));
-        }
-        let Some(hint) = mt_hint_from_contract(&value) else {
-            warnings.push(format!("mt hint {shown}: no mt_id, skipped"));
-            continue;
-        };
-        for surface in &hint.code_surfaces {
-            if !path_in_scope(surface, &packet.in_scope_paths) {
-                warnings.push(format!(
-                    "mt hint {}: code surface {surface} is outside IN_SCOPE_PATHS",
-                    hint.mt_id
-                ));
-            }
-        }
-        hints.push(hint);
-    }
-    Ok(hints)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kernel_shape_hint_is_normalised() {
-        let v = serde_json::json!({
-            "mt_id": "mt-416", "title": "Ledger", "owned_files": ["src/a.rs"],
-            "proof_commands": ["cargo test a"], "depends_on_mts": ["MT-415"],
-            "lifecycle": {"active": true, "status": "ready_for_validation"}
-        });
-        let h = mt_hint_from_contract(&v).unwrap();
-        assert_eq!(h.mt_id, "MT-416");
-        assert_eq!(h.clause, "Ledger");
-        assert_eq!(h.code_surfaces, ["src/a.rs"]);
-        assert_eq!(h.expected_tests, ["cargo test a"]);
-        assert_eq!(h.depends_on, ["MT-415"]);
-        assert_eq!(h.lifecycle_status, "READY_FOR_VALIDATION");
-        assert!(h.active);
-    }
 
     #[test]
     fn sound_contract_has_no_lossy_reasons() {

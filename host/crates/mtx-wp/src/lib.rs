@@ -7,6 +7,7 @@
 //! create jobs.
 
 pub mod error;
+pub mod hints;
 pub mod json;
 pub mod load;
 pub mod markdown;
@@ -17,11 +18,12 @@ pub mod validate;
 pub mod waves;
 
 pub use error::WpError;
-pub use json::{load_mt_hints, lossy_reasons, mt_hint_from_contract};
+pub use hints::{load_mt_hints, mt_hint_from_contract, mt_hint_from_markdown};
+pub use json::lossy_reasons;
 pub use load::{load_work_packet, wp_scope};
 pub use markdown::parse_markdown;
 pub use mtx_types::WorkPacketScope;
 pub use packet::{Bootstrap, ClauseRow, MtHint, RiskMapEntry, SourceKind, WorkPacket};
 pub use paths::{normalise_path, path_in_scope};
-pub use validate::{Severity, ValidationItem, ValidationReport, validate_definitions};
+pub use validate::{Severity, ValidationItem, ValidationReport, parse_definitions, validate_definitions};
 pub use waves::{CycleError, compute_waves, find_cycles};

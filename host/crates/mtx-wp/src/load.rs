@@ -10,7 +10,8 @@ use mtx_types::WorkPacketScope;
 use serde_json::Value;
 
 use crate::error::WpError;
-use crate::json::{load_mt_hints, lossy_reasons, projection_in_sync, work_packet_from_contract};
+use crate::hints::load_mt_hints;
+use crate::json::{lossy_reasons, projection_in_sync, work_packet_from_contract};
 use crate::markdown::{any_field, front_matter, has_label, parse_markdown, projection_keys};
 use crate::native::{native_value, work_packet_from_native};
 use crate::packet::{SourceKind, WorkPacket};

@@ -63,7 +63,7 @@ pub(crate) fn native_value(text: &str, toml: bool, path: &Path) -> Result<Value,
 
 /// Builds a WorkPacket from a parsed native document.
 pub(crate) fn work_packet_from_native(value: Value, path: &Path) -> Result<WorkPacket, WpError> {
-    let bad = |message: String| WpError::Json { path: path.to_path_buf(), message };
+    let bad = |message: String| WpError::Invalid { path: path.to_path_buf(), message };
     let Some(map) = value.as_object() else {
         return Err(bad("a native work packet must be a table / object".to_string()));
     };

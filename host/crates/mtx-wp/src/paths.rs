@@ -111,16 +111,34 @@ fn scope_prefix(entry: &str) -> Option<String> {
     if e.is_empty() || e == "**" || e == "*" { None } else { Some(e) }
 }
 
-/// Whether `path` lies inside one of `scope_entries` (14.2.5): after normalisation it
-/// equals an entry or starts with an entry followed by `/`. A candidate with a `..`
-/// segment is never inside.
+/// A candidate path (an MT's `files.modify` / `files.create` entry) in comparable form.
+/// Only the harmless steps are applied (separators, `//`, leading `./`): a candidate that
+/// is absolute, climbs with `..` or carries a worktree prefix names a file outside the
+/// workspace, and stripping those would let it pass as an in-scope path. Such candidates
+/// (and placeholders) give `None`, so they are never inside any scope.
+fn candidate_path(raw: &str) -> Option<String> {
+    let mut p = raw.trim().replace('\\', "/");
+    while p.contains("//") {
+        p = p.replace("//", "/");
+    }
+    while let Some(rest) = p.strip_prefix("./") {
+        p = rest.to_string();
+    }
+    let bad = p.is_empty()
+        || p.starts_with('/')
+        || p.split('/').any(|seg| seg == "..")
+        || PLACEHOLDERS.iter().any(|ph| p.eq_ignore_ascii_case(ph));
+    if bad { None } else { Some(p) }
+}
+
+/// Whether `path` lies inside one of `scope_entries` (14.2.5): it equals an entry or
+/// starts with an entry followed by `/`, after trailing `/**`, `/**/*` and `/` are removed
+/// from the entry. A bare `**` entry matches nothing; so does an absolute candidate or one
+/// with a `..` segment.
 pub fn path_in_scope(path: &str, scope_entries: &[String]) -> bool {
-    let Some(candidate) = normalise_path(path).path else {
+    let Some(candidate) = candidate_path(path) else {
         return false;
     };
-    if candidate.split('/').any(|seg| seg == "..") {
-        return false;
-    }
     let candidate = candidate.trim_end_matches('/');
     scope_entries.iter().filter_map(|e| scope_prefix(e)).any(|prefix| {
         candidate == prefix || (candidate.starts_with(&prefix) && candidate[prefix.len()..].starts_with('/'))
@@ -180,6 +198,15 @@ mod tests {
         assert!(path_in_scope("./a.rs", &s));
         assert!(!path_in_scope("b.rs", &s));
         assert!(!path_in_scope("src/lib/../../etc/passwd", &s));
+        assert!(path_in_scope("src\\lib\\x.rs", &s));
+    }
+
+    #[test]
+    fn candidates_outside_the_workspace_never_match() {
+        let s = scope(&["src/"]);
+        assert!(!path_in_scope("../handshake_main/src/a.rs", &s));
+        assert!(!path_in_scope("/src/a.rs", &s));
+        assert!(!path_in_scope("NONE", &s));
     }
 
     #[test]

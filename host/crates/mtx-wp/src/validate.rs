@@ -290,6 +290,69 @@ pub fn validate_definitions(
     r
 }
 
+/// Parses untrusted planner output (a JSON array of definitions). Where serde would give
+/// one opaque error, the routing fields get their own rule: a bad `expected_output` is
+/// MT-VAL-013, a non-integer `retry_budget` MT-VAL-012, a malformed `allowed_tools`
+/// MT-VAL-011; anything else that does not fit the schema is `MT-SCHEMA`. Findings carry
+/// the MT id where the element has one.
+pub fn parse_definitions(value: &serde_json::Value) -> Result<Vec<MicroTaskDefinition>, ValidationReport> {
+    use serde_json::Value;
+    let mut r = ValidationReport::default();
+    let Some(items) = value.as_array() else {
+        r.push(Severity::Error, "MT-SCHEMA", None, None, "MT definitions must be a JSON array".to_string());
+        return Err(r);
+    };
+    let mut defs = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let label = format!("definition {i}");
+        let mt = item.get("mt_id").and_then(Value::as_str);
+        let before = r.errors.len();
+        if let Some(v) = item.get("expected_output")
+            && !v
+                .as_str()
+                .is_some_and(|s| ["patch", "artifact", "structured_answer", "decision_support"].contains(&s))
+        {
+            r.push(
+                Severity::Error,
+                "MT-VAL-013",
+                mt,
+                Some("expected_output"),
+                format!("{label}: expected_output {v} is not patch, artifact, structured_answer or decision_support"),
+            );
+        }
+        if let Some(v) = item.get("retry_budget")
+            && !v.is_i64()
+        {
+            r.push(
+                Severity::Error,
+                "MT-VAL-012",
+                mt,
+                Some("retry_budget"),
+                format!("{label}: retry_budget {v} is not an integer in [0, 5]"),
+            );
+        }
+        if let Some(v) = item.get("allowed_tools")
+            && !v.as_array().is_some_and(|a| a.iter().all(Value::is_string))
+        {
+            r.push(
+                Severity::Error,
+                "MT-VAL-011",
+                mt,
+                Some("allowed_tools"),
+                format!("{label}: allowed_tools must be a list of tool ids"),
+            );
+        }
+        if r.errors.len() > before {
+            continue;
+        }
+        match serde_json::from_value::<MicroTaskDefinition>(item.clone()) {
+            Ok(d) => defs.push(d),
+            Err(e) => r.push(Severity::Error, "MT-SCHEMA", mt, None, format!("{label}: {e}")),
+        }
+    }
+    if r.has_errors() { Err(r) } else { Ok(defs) }
+}
+
 /// The 3.6.5 limits, reported as `MT-SCHEMA` errors.
 fn schema_limits(d: &MicroTaskDefinition, r: &mut ValidationReport) {
     let mt = Some(d.mt_id.as_str());
@@ -356,4 +419,39 @@ pub fn rule_counts(report: &ValidationReport) -> BTreeMap<String, usize> {
         *m.entry(item.rule_id.clone()).or_insert(0) += 1;
     }
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_definitions_turns_bad_routing_values_into_their_rules() {
+        let good = serde_json::json!({
+            "mt_id": "MT-001", "name": "n", "scope": "s",
+            "files": {"read": [], "modify": [], "create": []},
+            "actions": ["a"], "verify": [{"command": "true", "expect": "exit_0"}],
+            "done": [{"description": "d", "verification": "evidence_required"}],
+            "depends_on": [], "token_budget": 1024, "execution_tier": "local_small",
+            "allowed_tools": [], "retry_budget": 1, "expected_output": "patch",
+            "task_tags": [], "risk_level": "low"
+        });
+        assert_eq!(parse_definitions(&serde_json::json!([good.clone()])).unwrap().len(), 1);
+
+        let mut bad = good.clone();
+        bad["expected_output"] = "essay".into();
+        bad["retry_budget"] = "3".into();
+        let mut missing_name = good.clone();
+        missing_name.as_object_mut().unwrap().remove("name");
+        missing_name["mt_id"] = "MT-002".into();
+        let r = parse_definitions(&serde_json::json!([bad, missing_name])).unwrap_err();
+        let rules: Vec<(&str, Option<&str>)> =
+            r.errors.iter().map(|e| (e.rule_id.as_str(), e.mt_id.as_deref())).collect();
+        assert_eq!(
+            rules,
+            [("MT-VAL-013", Some("MT-001")), ("MT-VAL-012", Some("MT-001")), ("MT-SCHEMA", Some("MT-002"))]
+        );
+        assert!(r.errors[2].message.contains("name"));
+        assert!(parse_definitions(&serde_json::json!({"mt_id": "MT-001"})).is_err());
+    }
 }
