@@ -122,6 +122,31 @@ impl ExecutionPolicy {
         validate_chain(&self.escalation_chain)
     }
 
+    /// Checks the ranges of 3.2 (`max_iterations_per_mt` in [1, 20], `max_total_iterations`
+    /// in [1, 500], `max_duration_ms` > 0), the chain rules, and that `pause_points` are MT
+    /// ids. Returns every problem found, each naming its field.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
+        if !(1..=20).contains(&self.max_iterations_per_mt) {
+            problems.push(format!("max_iterations_per_mt {} is not in [1, 20]", self.max_iterations_per_mt));
+        }
+        if !(1..=500).contains(&self.max_total_iterations) {
+            problems.push(format!("max_total_iterations {} is not in [1, 500]", self.max_total_iterations));
+        }
+        if self.max_duration_ms == 0 {
+            problems.push("max_duration_ms must be greater than 0".to_string());
+        }
+        if let Err(e) = self.validate_chain() {
+            problems.push(format!("escalation_chain: {e}"));
+        }
+        for p in &self.pause_points {
+            if !crate::progress::is_valid_mt_id(p) {
+                problems.push(format!("pause_points entry {p:?} does not match ^MT-[0-9]{{3}}$"));
+            }
+        }
+        if problems.is_empty() { Ok(()) } else { Err(problems) }
+    }
+
     /// `MaxEscalationLevel(policy)`: the highest `level` in the chain (0 for an empty chain).
     pub fn max_escalation_level(&self) -> u32 {
         self.escalation_chain.iter().map(|l| l.level).max().unwrap_or(0)
@@ -348,6 +373,22 @@ mod tests {
         let mut p = ExecutionPolicy::default();
         p.escalation_chain.remove(0);
         assert_eq!(p.validate_chain(), Err(ChainError::NotContiguous { index: 0, found: 1 }));
+    }
+
+    #[test]
+    fn policy_ranges_are_checked() {
+        assert_eq!(ExecutionPolicy::default().validate(), Ok(()));
+        let p = ExecutionPolicy {
+            max_iterations_per_mt: 21,
+            max_total_iterations: 0,
+            max_duration_ms: 0,
+            pause_points: vec!["MT-01".into()],
+            ..ExecutionPolicy::default()
+        };
+        let problems = p.validate().unwrap_err();
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(problems[0].starts_with("max_iterations_per_mt 21"));
+        assert!(problems[3].contains("\"MT-01\""));
     }
 
     #[test]

@@ -29,8 +29,11 @@ static ITEM: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\s{2,}[-*]\s+(.+?)
 static ANY_BULLET: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\s*[-*]\s+(.+?)\s*$").unwrap());
 static TOP_LABEL: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^-\s*(?:\*\*)?[A-Z][A-Z0-9_ ()/.-]*(?:\*\*)?\s*:\s*$").unwrap());
-static STRAY_LABEL: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^-\s*(?:\*\*)?([A-Z][A-Z0-9]*_[A-Z0-9_]*)(?:\*\*)?\s*:").unwrap());
+// A stray label ends DONE_MEANS: an UPPER_SNAKE key with a colon (`- PRIMITIVES_EXPOSED:`),
+// or any all-caps key with nothing after the colon (`- NOTES:`). `- DB: x` stays a bullet.
+static STRAY_LABEL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^-\s*(?:\*\*)?([A-Z][A-Z0-9]*_[A-Z0-9_]*|[A-Z][A-Z0-9]+)(?:\*\*)?\s*:(\s*$)?").unwrap()
+});
 static RISK: LazyLock<Regex> = LazyLock::new(|| Regex::new(r#"^"(.*)"\s*->\s*"(.*)"$"#).unwrap());
 
 /// One line of the document with its fence status.
@@ -232,7 +235,9 @@ fn heading_list(doc: &Doc<'_>, label: &str, warnings: &mut Vec<String>) -> Optio
         if HEADING.is_match(l.text) {
             break;
         }
-        if let Some(c) = STRAY_LABEL.captures(l.text) {
+        if let Some(c) = STRAY_LABEL.captures(l.text)
+            && (c[1].contains('_') || c.get(2).is_some())
+        {
             warnings.push(format!("{label}: stopped at stray label {}", &c[1]));
             break;
         }
@@ -537,6 +542,15 @@ mod tests {
             "CLAUSE_CLOSURE_MATRIX"
         );
         assert_eq!(section_name("Lineage_Audit (ALL VERSIONS) [CX-580E]"), "LINEAGE_AUDIT");
+    }
+
+    #[test]
+    fn done_means_stops_only_at_label_lines() {
+        let text = "## QUALITY_GATE\n### DONE_MEANS\n- DB: migrated\n- All good: yes\n- NOTES:\n  - x\n";
+        let mut w = Vec::new();
+        let items = heading_list(&Doc::new(text), "DONE_MEANS", &mut w).unwrap();
+        assert_eq!(items, ["DB: migrated", "All good: yes"]);
+        assert_eq!(w, ["DONE_MEANS: stopped at stray label NOTES"]);
     }
 
     #[test]

@@ -183,3 +183,53 @@ fn wp_scope_maps_the_fr_packet() {
     assert!(scope.description.starts_with("Add model_session_id field to FlightRecorderEvent struct"));
     assert!(scope.description.contains("Why: Without model_session_id"));
 }
+
+/// The FR packet's three human-written MT contracts, turned into definitions the way a
+/// planner would (surfaces -> files.modify, proof targets -> verify, lifecycle deps ->
+/// depends_on), pass validation against the packet scope and run in three waves.
+#[test]
+fn fr_gold_mts_validate_against_the_packet_scope() {
+    use mtx_types::{
+        DoneCriterion, DoneVerification, ExecutionPolicy, ExecutionTier, ExpectedOutput, FileAccessSpec,
+        MicroTaskDefinition, RiskLevel, VerificationSpec,
+    };
+    let dir = real_folder(&[
+        (FR_MD, "packet.md"),
+        ("WP-1-FR-ModelSessionId-v1.MT-001.json", "MT-001.json"),
+        ("WP-1-FR-ModelSessionId-v1.MT-002.json", "MT-002.json"),
+        ("WP-1-FR-ModelSessionId-v1.MT-003.json", "MT-003.json"),
+    ]);
+    let wp = load_work_packet(dir.path()).unwrap();
+    let defs: Vec<MicroTaskDefinition> = wp
+        .mt_hints
+        .iter()
+        .map(|h| MicroTaskDefinition {
+            mt_id: h.mt_id.clone(),
+            name: h.clause.chars().take(100).collect(),
+            scope: h.clause.clone(),
+            files: FileAccessSpec { read: vec![], modify: h.code_surfaces.clone(), create: vec![] },
+            actions: vec![format!("Implement {}", h.clause)],
+            verify: h.expected_tests.iter().map(|c| VerificationSpec::exit_0(c.as_str())).collect(),
+            done: vec![DoneCriterion {
+                description: h.clause.clone(),
+                verification: DoneVerification::Automated,
+                verify_ref: Some(0),
+            }],
+            depends_on: h.depends_on.clone(),
+            token_budget: 2048,
+            execution_tier: Some(ExecutionTier::LocalSmall),
+            allowed_tools: Some(vec![]),
+            retry_budget: Some(3),
+            escalation_target: None,
+            expected_output: Some(ExpectedOutput::Patch),
+            task_tags: vec!["rust".into()],
+            risk_level: RiskLevel::High,
+            notes: None,
+            extra: Default::default(),
+        })
+        .collect();
+    let report = mtx_wp::validate_definitions(&defs, &wp_scope(&wp), &ExecutionPolicy::default(), &[]);
+    assert!(report.errors.is_empty() && report.warnings.is_empty(), "{report:?}");
+    let waves = mtx_wp::compute_waves(&defs).unwrap();
+    assert_eq!(waves, vec![vec!["MT-001"], vec!["MT-002"], vec!["MT-003"]]);
+}
