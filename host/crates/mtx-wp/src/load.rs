@@ -51,8 +51,22 @@ pub fn wp_scope(wp: &WorkPacket) -> WorkPacketScope {
     }
 }
 
+/// Largest packet file read. Real packets are well under 1 MiB; the cap keeps a wrong
+/// path (a log, a binary) from being read whole.
+pub const MAX_PACKET_BYTES: u64 = 16 * 1024 * 1024;
+
 fn read(path: &Path) -> Result<String, WpError> {
-    std::fs::read_to_string(path).map_err(|source| WpError::Io { path: path.to_path_buf(), source })
+    let io = |source| WpError::Io { path: path.to_path_buf(), source };
+    let len = std::fs::metadata(path).map_err(io)?.len();
+    if len > MAX_PACKET_BYTES {
+        return Err(WpError::Invalid {
+            path: path.to_path_buf(),
+            message: format!(
+                "file is {len} bytes, more than the {MAX_PACKET_BYTES} bytes a work packet may have"
+            ),
+        });
+    }
+    std::fs::read_to_string(path).map_err(io)
 }
 
 fn find_packet_file(dir: &Path) -> Result<PathBuf, WpError> {
@@ -190,6 +204,12 @@ fn load_contract(value: Value, path: &Path) -> Result<WorkPacket, WpError> {
         }
         markdown => {
             let mut wp = work_packet_from_contract(&value)?;
+            if markdown.is_none() && !projection_in_sync(&value) {
+                wp.warnings.insert(
+                    0,
+                    format!("{shown}: markdown projection is not GENERATED_IN_SYNC and no markdown is next to it; used the contract"),
+                );
+            }
             if let Some(md) = markdown {
                 if wp.test_plan.is_empty() && !md.test_plan.is_empty() {
                     wp.warnings.push("test_plan taken from the in-sync markdown projection".to_string());

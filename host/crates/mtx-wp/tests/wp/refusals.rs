@@ -84,3 +84,27 @@ fn an_in_sync_json_first_contract_is_preferred_over_its_markdown() {
     assert_eq!(wp.source_kind, Some(SourceKind::Json));
     assert_eq!(wp.wp_id, "WP-1-Refuse-v1");
 }
+
+#[test]
+fn an_out_of_sync_contract_without_markdown_is_used_with_a_warning() {
+    let text = std::fs::read_to_string(fixture("refusals").join("sound-contract.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["markdown_projection"]["status"] = "GENERATED_PENDING".into();
+    let dir = temp_packet(&[("packet.json", &v.to_string())]);
+    let wp = load_work_packet(dir.path()).unwrap();
+    assert_eq!(wp.source_kind, Some(SourceKind::Json));
+    assert!(wp.warnings[0].contains("not GENERATED_IN_SYNC"), "{:?}", wp.warnings);
+}
+
+#[test]
+fn unreadable_inputs_are_errors_not_panics() {
+    let dir = temp_packet(&[("packet.md", "")]);
+    std::fs::write(dir.path().join("packet.md"), [0xff, 0xfe, 0x00]).unwrap();
+    assert!(matches!(load_work_packet(dir.path()), Err(WpError::Io { .. })));
+    let dir = temp_packet(&[("packet.md", "no title, no fields\n")]);
+    assert!(matches!(load_work_packet(dir.path()), Err(WpError::MissingField { field }) if field == "wp_id"));
+    let dir = temp_packet(&[("packet.json", "{ not json")]);
+    assert!(matches!(load_work_packet(dir.path()), Err(WpError::Json { .. })));
+    let dir = temp_packet(&[("wp.yaml", "wp_id: x")]);
+    assert!(matches!(load_work_packet(&dir.path().join("wp.yaml")), Err(WpError::UnsupportedFormat { .. })));
+}
