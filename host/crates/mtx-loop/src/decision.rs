@@ -733,18 +733,16 @@ mod tests {
     #[test]
     fn c_loop_5_first_block_retries_repeated_block_escalates() {
         let reason = "need the database schema".to_string();
+        let earlier = vec![reason.clone()];
         assert!(is_recoverable_block(&reason, &[], &[]));
         let first = IterationFacts { blocked: true, block_recoverable: true, ..facts() };
         assert_eq!(reference_decision(&first).decision, ProposedDecision::Retry);
-        assert!(!is_recoverable_block(&reason, &[reason.clone()], &[reason.clone()]));
+        assert!(!is_recoverable_block(&reason, &earlier, &earlier));
         assert!(
-            !is_recoverable_block("  NEED the   database schema ", &[], &[reason.clone()]),
+            !is_recoverable_block("  NEED the   database schema ", &[], &earlier),
             "same reason at another level"
         );
-        assert!(
-            !is_recoverable_block("other", &[reason.clone()], &[reason.clone()]),
-            "second block at this level"
-        );
+        assert!(!is_recoverable_block("other", &earlier, &earlier), "second block at this level");
         let second = IterationFacts { iteration: 2, blocked: true, block_recoverable: false, ..facts() };
         let p = reference_decision(&second);
         assert_eq!(p.decision, ProposedDecision::Escalate);

@@ -7,8 +7,10 @@
 //! files through [`WorkspaceReader`].
 
 pub mod completion;
+pub mod context;
 pub mod decision;
 pub mod edits;
+pub mod summary;
 mod types;
 pub mod workspace;
 
@@ -18,6 +20,10 @@ mod test_support;
 pub use completion::{
     EvidenceCheck, EvidenceLocation, EvidenceProblem, EvidenceProblemKind, parse_completion,
     parse_evidence_line, parse_location, verify_evidence,
+};
+pub use context::{
+    BudgetPlan, CompileInput, CompiledContext, ContextError, LoopStatus, SnapshotDraft, SnapshotIds,
+    allocate_budgets, compile_context, estimate_tokens, per_file_allowance, scope_inputs_hash,
 };
 pub use decision::{
     Decision, EnforcedDecision, HardGateReason, InvariantViolation, IterationFacts, IterationObservation,
@@ -29,6 +35,10 @@ pub use decision::{
 pub use edits::{
     EditKind, EditProblem, EditRules, FileWrite, ParsedEdits, ProposedEdit, ResolveError, ResolvedEdits,
     edit_block_spans, parse_edits, resolve_edits,
+};
+pub use summary::{
+    ErrorLocation, FailedCommand, IterationReport, IterationSummary, PreviousOutcome,
+    extract_error_locations, first_error_lines, summarize_iteration,
 };
 pub use workspace::{
     DirReader, MemReader, WorkspaceReader, normalize_path, path_in_entries, path_matches_entry,
