@@ -21,11 +21,12 @@ const IGNORED_SECTIONS: [&str; 4] = ["VALIDATION", "STATUS_HANDOFF", "EVIDENCE",
 
 static PROJECTION: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^<!--\s*[A-Z_]*GENERATED_PROJECTION\b(.*?)(?:-->)?\s*$").unwrap());
-static TITLE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)^#\s+Task Packet:\s*(\S+)\s*$").unwrap());
+static TITLE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)^#\s+Task Packet:\s*(\S+)").unwrap());
 static HEADING: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^(#{1,6})\s+(.*?)\s*$").unwrap());
 static FENCE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^(\s*)(```|~~~)").unwrap());
 static HTML_COMMENT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"<!--.*?(-->|$)").unwrap());
-static ITEM: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\s{2,}[-*]\s+(.+?)\s*$").unwrap());
+// Indented bullets; a single tab counts as indentation too.
+static ITEM: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^(?:\s{2,}|\t)[-*]\s+(.+?)\s*$").unwrap());
 static ANY_BULLET: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\s*[-*]\s+(.+?)\s*$").unwrap());
 static TOP_LABEL: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^-\s*(?:\*\*)?[A-Z][A-Z0-9_ ()/.-]*(?:\*\*)?\s*:\s*$").unwrap());

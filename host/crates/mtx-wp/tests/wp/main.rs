@@ -7,5 +7,6 @@ mod native;
 mod quirks;
 mod real_packets;
 mod refusals;
+mod scope_props;
 mod support;
 mod waves;
