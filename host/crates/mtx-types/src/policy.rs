@@ -147,6 +147,17 @@ impl ExecutionPolicy {
         if problems.is_empty() { Ok(()) } else { Err(problems) }
     }
 
+    /// The automation level in force; an absent field means `AUTONOMOUS`.
+    pub fn effective_automation_level(&self) -> AutomationLevel {
+        self.automation_level.unwrap_or_default()
+    }
+
+    /// Whether cloud levels may be used: `cloud_escalation_allowed`, and never under
+    /// `LOCKED` (3.2), whatever the flag says.
+    pub fn cloud_allowed(&self) -> bool {
+        self.cloud_escalation_allowed && self.effective_automation_level() != AutomationLevel::Locked
+    }
+
     /// `MaxEscalationLevel(policy)`: the highest `level` in the chain (0 for an empty chain).
     pub fn max_escalation_level(&self) -> u32 {
         self.escalation_chain.iter().map(|l| l.level).max().unwrap_or(0)
@@ -408,6 +419,15 @@ mod tests {
         assert!(text.contains("\"kind\":\"model_swap_policy\""));
         let back: ExecutionPolicy = serde_json::from_str(&text).unwrap();
         assert_eq!(back, p);
+    }
+
+    #[test]
+    fn locked_automation_forbids_cloud_whatever_the_flag() {
+        let mut p = ExecutionPolicy { cloud_escalation_allowed: true, ..ExecutionPolicy::default() };
+        assert_eq!(p.effective_automation_level(), AutomationLevel::Autonomous);
+        assert!(p.cloud_allowed());
+        p.automation_level = Some(AutomationLevel::Locked);
+        assert!(!p.cloud_allowed());
     }
 
     #[test]
