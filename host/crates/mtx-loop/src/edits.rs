@@ -161,6 +161,11 @@ fn fence_marker(line: &str) -> Option<(char, usize)> {
         return None;
     }
     let run = t.chars().take_while(|x| *x == c).count();
+    // CommonMark: a backtick fence's info string cannot contain a backtick, so a line
+    // like "```cargo test``` runs the tests" is prose, not a fence.
+    if c == '`' && t[run..].contains('`') {
+        return None;
+    }
     (run >= 3).then_some((c, run))
 }
 
@@ -170,21 +175,33 @@ fn closes_fence(line: &str, c: char, run: usize) -> bool {
     n >= run && t[n * c.len_utf8()..].trim().is_empty()
 }
 
-/// If `line` opens a `<file ...>` or `<edit ...>` block, its kind and path attribute.
-fn block_open(line: &str) -> Option<(RegionKind, &'static str, Option<String>)> {
+/// An opening `<file ...>` / `<edit ...>` tag at the start of a line.
+struct OpenTag {
+    kind: RegionKind,
+    tag: &'static str,
+    path: Option<String>,
+    /// Byte offset in the line just after the tag's `>`.
+    end: usize,
+}
+
+/// If `line` starts with a `<file ...>` or `<edit ...>` tag, the tag. Content may follow
+/// the tag on the same line (`<file path="a">x</file>` is a one-line block).
+fn block_open(line: &str) -> Option<OpenTag> {
+    let lead = line.len() - line.trim_start().len();
     let t = line.trim();
     let lower = t.to_ascii_lowercase();
-    let (kind, tag) = if lower.starts_with("<file ") || lower == "<file>" {
+    let (kind, tag) = if lower.starts_with("<file ") || lower.starts_with("<file>") {
         (RegionKind::FileBlock, "file")
-    } else if lower.starts_with("<edit ") || lower == "<edit>" {
+    } else if lower.starts_with("<edit ") || lower.starts_with("<edit>") {
         (RegionKind::EditBlock, "edit")
     } else {
         return None;
     };
-    if !t.ends_with('>') {
-        return None;
-    }
-    Some((kind, tag, path_attr(t)))
+    let path = path_attr(t);
+    // The tag ends at the first `>` after the quoted path (a path may not hold `>` then).
+    let search_from = path.as_ref().map_or(0, |p| lower.find("path=").unwrap_or(0) + 7 + p.len());
+    let close = search_from + t.get(search_from..)?.find('>')?;
+    Some(OpenTag { kind, tag, path, end: lead + close + 1 })
 }
 
 fn path_attr(open_line: &str) -> Option<String> {
@@ -232,20 +249,35 @@ pub(crate) fn scan_regions(text: &str) -> Vec<Region> {
                     region.closed = true;
                     break;
                 }
-                if let Some((_, tag, _)) = block_open(l) {
-                    region.quoted_tags.push(tag.to_string());
+                if let Some(open) = block_open(l) {
+                    region.quoted_tags.push(open.tag.to_string());
                 }
             }
             regions.push(region);
-        } else if let Some((kind, _, path)) = block_open(line) {
+        } else if let Some(open) = block_open(line) {
+            let kind = open.kind;
+            let rest = &line[open.end..];
+            let rest_start = range.start + open.end;
             let mut region = Region {
                 kind,
                 span: range.start..text.len(),
                 body: range.end..text.len(),
-                path,
+                path: open.path,
                 closed: false,
                 quoted_tags: Vec::new(),
             };
+            if !rest.trim().is_empty() {
+                let close_tag = if kind == RegionKind::FileBlock { "</file>" } else { "</edit>" };
+                let trimmed = rest.trim_end();
+                if trimmed.to_ascii_lowercase().ends_with(close_tag) {
+                    region.span.end = range.end;
+                    region.body = rest_start..rest_start + trimmed.len() - close_tag.len();
+                    region.closed = true;
+                    regions.push(region);
+                    continue;
+                }
+                region.body.start = rest_start;
+            }
             for (r, l) in lines.by_ref() {
                 if closes_block(l, kind) {
                     region.span.end = r.end;
@@ -442,7 +474,16 @@ pub fn resolve_edits(
             out.scope_violations.push(norm);
             continue;
         }
-        let current = reader.read(&norm).map_err(|source| ResolveError { path: norm.clone(), source })?;
+        let current = match reader.read(&norm) {
+            Ok(c) => c,
+            // The reader refuses paths that resolve outside the workspace (symlinks):
+            // that is a scope violation of this edit, not a failure of the whole response.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                out.scope_violations.push(norm);
+                continue;
+            }
+            Err(source) => return Err(ResolveError { path: norm, source }),
+        };
         let target = if path_in_entries(&norm, &mt.files.modify) && current.is_some() {
             Target::Modify
         } else if path_in_entries(&norm, &mt.files.create) {
@@ -600,6 +641,48 @@ mod tests {
         let p = parse_edits(text);
         assert!(matches!(p.problems[0], EditProblem::Unclosed { .. }));
         assert_eq!(edit_block_spans(text), vec![0..text.len()]);
+    }
+
+    #[test]
+    fn one_line_blocks_and_content_on_the_opening_line() {
+        let text = "<file path=\"a.txt\">hello</file>\n<mt_complete>\n";
+        let p = parse_edits(text);
+        assert_eq!(p.edits[0].kind, EditKind::WholeFile { content: "hello\n".into() });
+        assert_eq!(
+            edit_block_spans(text),
+            vec![0..text.find('\n').unwrap() + 1],
+            "the block ends on its own line"
+        );
+        let p = parse_edits("<file path=\"a.txt\">first\nsecond\n</file>\n");
+        assert_eq!(p.edits[0].kind, EditKind::WholeFile { content: "first\nsecond\n".into() });
+    }
+
+    #[test]
+    fn inline_triple_backticks_are_not_a_fence() {
+        let p = parse_edits("Run ```cargo test``` later\n<file path=\"a.rs\">\nx\n</file>\n");
+        assert_eq!(p.edits.len(), 1, "backticks inside prose open nothing");
+        let p = parse_edits("```cargo test``` runs it\n<file path=\"a.rs\">\nx\n</file>\n");
+        assert_eq!(p.edits.len(), 1, "a backtick run with backticks after it does not open a fence");
+    }
+
+    #[test]
+    fn permission_denied_read_is_a_scope_violation() {
+        struct Denying;
+        impl WorkspaceReader for Denying {
+            fn read(&self, rel_path: &str) -> Result<Option<Vec<u8>>, std::io::Error> {
+                Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, rel_path.to_string()))
+            }
+        }
+        let mt = mt_with_files(&[], &["link.rs"], &[]);
+        let r = resolve_edits(
+            &parse_edits("<file path=\"link.rs\">\nx\n</file>\n"),
+            &mt,
+            &Denying,
+            &rules(&[], &[]),
+        )
+        .unwrap();
+        assert_eq!(r.scope_violations, vec!["link.rs"]);
+        assert!(r.writes.is_empty());
     }
 
     #[test]

@@ -15,6 +15,8 @@ mod types;
 pub mod workspace;
 
 #[cfg(test)]
+mod scenarios;
+#[cfg(test)]
 mod test_support;
 
 pub use completion::{
