@@ -62,6 +62,51 @@ fn placeholder_regex() -> &'static Regex {
     RE.get_or_init(|| Regex::new(r"\{[A-Za-z_][A-Za-z0-9_]*\}").unwrap())
 }
 
+/// Template words of the spec and of mtx's own prompt: `{word}` with one of these names
+/// is an unfilled placeholder anywhere in a block.
+const TEMPLATE_WORDS: [&str; 12] = [
+    "mt_id",
+    "file",
+    "path",
+    "start",
+    "end",
+    "line",
+    "criterion",
+    "description",
+    "location",
+    "evidence",
+    "reason",
+    "need",
+];
+/// Literal fragments of the block template mtx renders into SYSTEM RULES.
+const TEMPLATE_FRAGMENTS: [&str; 4] =
+    ["<done criterion>", "path/to/file.rs", ":START-END", "<what would unblock it>"];
+
+/// 6.3 rule 4. A `{name}` placeholder counts when it sits in the MT_ID value or in an
+/// evidence location, or when its name is a template word (`{criterion_1}` included);
+/// elsewhere braces are ordinary text, because a criterion may quote a Rust format
+/// string such as `"{value}"`. Fragments of mtx's own template always count.
+fn has_placeholder(body: &str, claimed_mt_id: Option<&str>) -> bool {
+    if TEMPLATE_FRAGMENTS.iter().any(|f| body.contains(f)) {
+        return true;
+    }
+    if claimed_mt_id.is_some_and(|id| placeholder_regex().is_match(id)) {
+        return true;
+    }
+    let in_location = body
+        .lines()
+        .filter_map(parse_evidence_line)
+        .any(|e| placeholder_regex().is_match(&e.evidence_location));
+    if in_location {
+        return true;
+    }
+    placeholder_regex().find_iter(body).any(|m| {
+        let name = m.as_str().trim_matches(|c| c == '{' || c == '}').to_ascii_lowercase();
+        let base = name.trim_end_matches(|c: char| c.is_ascii_digit()).trim_end_matches('_');
+        TEMPLATE_WORDS.contains(&base)
+    })
+}
+
 /// Parses an evidence location (6.2 rule 10): backticks removed, trimmed, `path:line` or
 /// `path:start-end`. `None` when it does not match or a number overflows.
 pub fn parse_location(text: &str) -> Option<EvidenceLocation> {
@@ -90,9 +135,16 @@ pub fn parse_evidence_line(line: &str) -> Option<CompletionEvidence> {
     let rest = line.trim().strip_prefix('-')?.trim();
     let (criterion, after) = if let Some(q) = rest.strip_prefix('"').or_else(|| rest.strip_prefix('\u{201C}'))
     {
-        let close = q.find(['"', '\u{201D}'])?;
+        // `\"` inside the quotes is an escaped quote (models quote code that way).
+        let close = q
+            .char_indices()
+            .find(|(i, c)| (*c == '"' || *c == '\u{201D}') && !q[..*i].ends_with('\\'))
+            .map(|(i, _)| i)?;
         let closing_len = q[close..].chars().next()?.len_utf8();
-        (q[..close].trim().to_string(), strip_arrow(q[close + closing_len..].trim_start())?)
+        (
+            q[..close].replace("\\\"", "\"").trim().to_string(),
+            strip_arrow(q[close + closing_len..].trim_start())?,
+        )
     } else {
         let (at, len) = find_arrow(rest)?;
         (rest[..at].trim().to_string(), &rest[at + len..])
@@ -257,7 +309,7 @@ fn parse_complete_body(body: &str, mt_id: &str, signal: &mut CompletionSignal, w
         Some(_) => {}
     }
 
-    if placeholder_regex().is_match(body) {
+    if has_placeholder(body, claimed) {
         well_formed = false;
         push_warning(warnings, warning::PLACEHOLDER_IN_SIGNAL);
     }
@@ -435,11 +487,13 @@ pub fn verify_evidence(
         .filter(|d| d.verification == DoneVerification::EvidenceRequired)
         .map(|d| d.description.as_str())
         .collect();
-    if valid < required.len() || valid == 0 {
+    // A claim needs at least one valid line even without evidence_required criteria (6.3).
+    let needed = required.len().max(1);
+    if valid < needed {
         check.problems.push(EvidenceProblem {
             criterion: String::new(),
             location: String::new(),
-            kind: EvidenceProblemKind::TooFewValidLines { required: required.len(), valid },
+            kind: EvidenceProblemKind::TooFewValidLines { required: needed, valid },
         });
     }
     for (i, criterion) in mt.done.iter().enumerate() {
@@ -556,6 +610,27 @@ mod tests {
             assert!(!s.claimed_complete && s.malformed, "{text}");
             assert!(s.parse_warnings.contains(&"placeholder_in_signal".to_string()), "{text}");
         }
+    }
+
+    #[test]
+    fn braces_in_a_criterion_are_not_placeholders() {
+        let s = parse_completion(
+            &block("MT-001", &["- \"Display prints \\\"{value}\\\" via format!\" -> src/a.rs:1-3"]),
+            "MT-001",
+        );
+        assert!(s.claimed_complete, "{:?}", s.parse_warnings);
+        assert_eq!(s.evidence.unwrap()[0].criterion, "Display prints \"{value}\" via format!");
+        let s = parse_completion(&block("MT-001", &["- \"uses {value}\" -> src/a.rs:1-3"]), "MT-001");
+        assert!(s.claimed_complete, "{:?}", s.parse_warnings);
+        let s = parse_completion(&block("MT-001", &["- \"c\" -> {src}:1-3"]), "MT-001");
+        assert!(s.malformed, "a placeholder in the location always counts");
+    }
+
+    #[test]
+    fn the_prompt_template_copied_verbatim_is_malformed() {
+        let s = parse_completion(&block("MT-001", &["- \"<done criterion>\" -> src/a.rs:1-3"]), "MT-001");
+        assert!(s.malformed);
+        assert_eq!(s.parse_warnings, vec!["placeholder_in_signal"]);
     }
 
     #[test]

@@ -12,8 +12,10 @@ use std::sync::OnceLock;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::completion::EvidenceProblem;
+use crate::completion::{EvidenceCheck, EvidenceProblem};
 use crate::context::estimate_tokens;
+use crate::edits::ResolvedEdits;
+use crate::types::CompletionSignal;
 
 /// Token budget of the previous-output section (7.1).
 pub const SUMMARY_MAX_TOKENS: u32 = 200;
@@ -67,6 +69,32 @@ pub struct IterationReport {
     pub evidence_problems: Vec<EvidenceProblem>,
     /// A host-side error of the iteration (e.g. `model_timeout`), if any.
     pub error: Option<String>,
+}
+
+impl IterationReport {
+    /// Collects the report from the records of one iteration: the parsed signal, the
+    /// evidence check (when a claim was verified), the resolved edits and the failing
+    /// verify commands.
+    pub fn from_parts(
+        signal: &CompletionSignal,
+        evidence: Option<&EvidenceCheck>,
+        edits: Option<&ResolvedEdits>,
+        failed_commands: Vec<FailedCommand>,
+    ) -> Self {
+        IterationReport {
+            claimed_complete: signal.claimed_complete,
+            malformed: signal.malformed,
+            blocked_reason: if signal.blocked { signal.blocked_reason.clone() } else { None },
+            parse_warnings: signal.parse_warnings.clone(),
+            failed_commands,
+            refused_paths: edits.map(|e| e.scope_violations.clone()).unwrap_or_default(),
+            edit_problems: edits
+                .map(|e| e.problems.iter().map(|p| p.to_string()).collect())
+                .unwrap_or_default(),
+            evidence_problems: evidence.map(|c| c.problems.clone()).unwrap_or_default(),
+            error: None,
+        }
+    }
 }
 
 /// The summary handed to the context compiler.
@@ -317,6 +345,28 @@ error: could not compile `demo` (lib) due to 2 previous errors\n";
         assert!(s.text.contains("Evidence problem: src/x.rs:1-3 (missing_file)"));
         assert!(s.text.contains("malformed"));
         assert!(s.text.contains("mt_id_mismatch"));
+    }
+
+    #[test]
+    fn report_is_collected_from_the_iteration_records() {
+        let signal = crate::completion::parse_completion(
+            "<file path=\"README.md\">\nx\n</file>\n<blocked>\nREASON: need access\nNEED: README.md\n</blocked>",
+            "MT-001",
+        );
+        let mt = crate::test_support::mt_with_files(&["README.md"], &["src/a.rs"], &[]);
+        let reader = crate::workspace::MemReader::new([("README.md", "r\n")]);
+        let edits = crate::edits::resolve_edits(
+            &crate::edits::parse_edits("<file path=\"README.md\">\nx\n</file>\n"),
+            &mt,
+            &reader,
+            &Default::default(),
+        )
+        .unwrap();
+        let report = IterationReport::from_parts(&signal, None, Some(&edits), vec![]);
+        assert_eq!(report.blocked_reason.as_deref(), Some("need access"));
+        assert_eq!(report.refused_paths, vec!["README.md"]);
+        let s = summarize_iteration(&report);
+        assert_eq!(s.outcome.render(), "FAIL: scope_violation");
     }
 
     #[test]
