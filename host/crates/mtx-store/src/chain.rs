@@ -27,15 +27,22 @@ use crate::fsutil::sync_dir;
 /// `prev_hash` of the first line.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// One complete, verified line.
+/// One complete, verified line: `bytes[offset .. offset + len]` of the scanned buffer.
 #[derive(Debug, Clone)]
 pub struct ChainLine {
     pub seq: u64,
     /// Byte offset of the line in the file.
     pub offset: u64,
+    /// Length without the newline.
+    pub len: usize,
     /// SHA-256 of the line bytes (what the next line's `prev_hash` names).
     pub line_hash: String,
-    pub value: Map<String, Value>,
+}
+
+impl ChainLine {
+    pub fn bytes<'a>(&self, buffer: &'a [u8]) -> &'a [u8] {
+        &buffer[self.offset as usize..self.offset as usize + self.len]
+    }
 }
 
 /// A torn final line found and cut off by `open`.
@@ -66,6 +73,11 @@ pub struct ChainScan {
 }
 
 /// Checks every line of `bytes`; stops at the first defect.
+///
+/// The check is positional, without a JSON parse: `seal` always writes `seq` and
+/// `prev_hash` first and `hash` last, and the self hash covers everything else, so any
+/// change to a line's content shows up as a hash mismatch. The typed layers parse the
+/// lines afterwards.
 pub fn scan(bytes: &[u8]) -> ChainScan {
     let mut out = ChainScan::default();
     let mut prev_hash = GENESIS_HASH.to_owned();
@@ -81,13 +93,12 @@ pub fn scan(bytes: &[u8]) -> ChainScan {
         let line = &rest[..nl];
         let is_last = offset + nl + 1 == bytes.len();
         match check_line(line, line_no, &prev_hash) {
-            Ok(value) => {
-                let line_hash = sha256_hex(line);
+            Ok(line_hash) => {
                 out.lines.push(ChainLine {
                     seq: line_no,
                     offset: offset as u64,
+                    len: nl,
                     line_hash: line_hash.clone(),
-                    value,
                 });
                 prev_hash = line_hash;
             }
@@ -123,43 +134,67 @@ enum LineError {
     Broken { seq: Option<u64>, message: String },
 }
 
-fn check_line(line: &[u8], line_no: u64, prev_hash: &str) -> Result<Map<String, Value>, LineError> {
-    let value: Value = serde_json::from_slice(line).map_err(|e| LineError::Unparsable(e.to_string()))?;
-    let Value::Object(map) = value else {
-        return Err(LineError::Unparsable("record is not a JSON object".into()));
-    };
-    let seq = map.get("seq").and_then(Value::as_u64);
-    let broken = |message: String| LineError::Broken { seq, message };
-    if seq != Some(line_no) {
-        return Err(broken(format!("seq is {seq:?}, expected {line_no}")));
+fn is_hex64(b: &[u8]) -> bool {
+    b.len() == 64 && b.iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+}
+
+/// Checks one line's framing, position and hashes; returns the line's hash.
+fn check_line(line: &[u8], line_no: u64, prev_hash: &str) -> Result<String, LineError> {
+    const SEQ: &[u8] = b"{\"seq\":";
+    const PREV: &[u8] = b",\"prev_hash\":\"";
+    const HASH: &[u8] = b",\"hash\":\"";
+    let unparsable =
+        |what: &str| LineError::Unparsable(format!("record does not have the chain framing ({what})"));
+    let body = line.strip_prefix(SEQ).ok_or_else(|| unparsable("seq first"))?;
+    let digits = body.iter().take_while(|b| b.is_ascii_digit()).count();
+    let seq: u64 = std::str::from_utf8(&body[..digits])
+        .ok()
+        .and_then(|d| d.parse().ok())
+        .ok_or_else(|| unparsable("seq is not a number"))?;
+    let after_seq = body[digits..].strip_prefix(PREV).ok_or_else(|| unparsable("prev_hash second"))?;
+    if after_seq.len() < 66 || !is_hex64(&after_seq[..64]) || after_seq[64] != b'"' {
+        return Err(unparsable("prev_hash is not 64 hex characters"));
     }
-    match map.get("prev_hash").and_then(Value::as_str) {
-        Some(p) if p == prev_hash => {}
-        Some(p) => {
-            return Err(broken(format!(
-                "prev_hash {p} does not match the previous record's hash {prev_hash}"
-            )));
-        }
-        None => return Err(broken("prev_hash is missing".into())),
+    let stated_prev = &after_seq[..64];
+    // `,"hash":"<64>"}` closes the line.
+    let tail_len = HASH.len() + 64 + 2;
+    if line.len() < tail_len || !line.ends_with(b"\"}") {
+        return Err(unparsable("hash last"));
     }
-    let Some(stated) = map.get("hash").and_then(Value::as_str) else {
-        return Err(broken("hash is missing".into()));
-    };
-    let suffix = format!(",\"hash\":\"{stated}\"}}");
-    let computed = line
-        .strip_suffix(suffix.as_bytes())
-        .map(|body| {
-            let mut unsealed = body.to_vec();
-            unsealed.push(b'}');
-            sha256_hex(&unsealed)
-        })
-        .ok_or_else(|| broken("hash is not the last member of the record".into()))?;
-    if computed != stated {
+    let tail = &line[line.len() - tail_len..];
+    if !tail.starts_with(HASH) || !is_hex64(&tail[HASH.len()..HASH.len() + 64]) {
+        return Err(unparsable("hash last"));
+    }
+    let stated = &tail[HASH.len()..HASH.len() + 64];
+    let broken = |message: String| LineError::Broken { seq: Some(seq), message };
+    if seq != line_no {
+        return Err(broken(format!("seq is {seq}, expected {line_no}")));
+    }
+    if stated_prev != prev_hash.as_bytes() {
         return Err(broken(format!(
-            "record content does not match its hash (stated {stated}, computed {computed})"
+            "prev_hash {} does not match the previous record's hash {prev_hash}",
+            String::from_utf8_lossy(stated_prev)
         )));
     }
-    Ok(map)
+    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+    sha2::Digest::update(&mut hasher, &line[..line.len() - tail_len]);
+    sha2::Digest::update(&mut hasher, b"}");
+    let computed = hex::encode(sha2::Digest::finalize(hasher));
+    if computed.as_bytes() != stated {
+        return Err(broken(format!(
+            "record content does not match its hash (stated {}, computed {computed})",
+            String::from_utf8_lossy(stated)
+        )));
+    }
+    Ok(sha256_hex(line))
+}
+
+/// The lines of a chain file, verified, as `open` returns them.
+#[derive(Debug)]
+pub struct OpenedChain {
+    pub bytes: Vec<u8>,
+    pub lines: Vec<ChainLine>,
+    pub torn: Option<TornTail>,
 }
 
 /// Builds the bytes of the line for `body` at position `seq` after `prev_hash`.
@@ -230,7 +265,7 @@ impl ChainFile {
         path: &Path,
         cap: u64,
         failpoint_prefix: &'static str,
-    ) -> Result<(Self, Vec<ChainLine>, Option<TornTail>), StoreError> {
+    ) -> Result<(Self, OpenedChain), StoreError> {
         let mut file =
             OpenOptions::new().append(true).read(true).open(path).map_err(|e| StoreError::io(path, e))?;
         let mut bytes = Vec::new();
@@ -250,7 +285,7 @@ impl ChainFile {
             None => (1, GENESIS_HASH.to_owned()),
         };
         let chain = Self { path: path.to_owned(), file, next_seq, last_hash, len, cap, failpoint_prefix };
-        Ok((chain, scan.lines, scan.torn))
+        Ok((chain, OpenedChain { bytes, lines: scan.lines, torn: scan.torn }))
     }
 
     pub fn path(&self) -> &Path {
@@ -267,19 +302,35 @@ impl ChainFile {
 
     /// Appends `body` as the next record and fsyncs it before returning.
     pub fn append(&mut self, body: &Map<String, Value>) -> Result<Appended, StoreError> {
-        let mut line = seal(self.next_seq, &self.last_hash, body);
-        line.push(b'\n');
-        let new_len = self.len + line.len() as u64;
+        let mut appended = self.append_all(std::slice::from_ref(body))?;
+        Ok(appended.pop().expect("one body gives one record"))
+    }
+
+    /// Appends several records with one write and one fsync; all or none are durable
+    /// when it returns (a crash in between leaves whole records and at most one torn
+    /// line, which `open` cuts off).
+    pub fn append_all(&mut self, bodies: &[Map<String, Value>]) -> Result<Vec<Appended>, StoreError> {
+        let mut buffer = Vec::new();
+        let mut sealed = Vec::with_capacity(bodies.len());
+        let mut last_hash = self.last_hash.clone();
+        for (i, body) in bodies.iter().enumerate() {
+            let line = seal(self.next_seq + i as u64, &last_hash, body);
+            last_hash = sha256_hex(&line);
+            sealed.push((self.len + buffer.len() as u64, line.len()));
+            buffer.extend_from_slice(&line);
+            buffer.push(b'\n');
+        }
+        let new_len = self.len + buffer.len() as u64;
         if new_len > self.cap {
             return Err(StoreError::TooLarge { path: self.path.clone(), size: new_len, cap: self.cap });
         }
         let prefix = self.failpoint_prefix;
         failpoint(&format!("{prefix}.append.before"));
         failpoint_with(&format!("{prefix}.append.torn"), || {
-            let _ = self.file.write_all(&line[..line.len() / 2]);
+            let _ = self.file.write_all(&buffer[..buffer.len() / 2]);
             let _ = self.file.sync_data();
         });
-        let written = self.file.write_all(&line).and_then(|()| self.file.sync_data());
+        let written = self.file.write_all(&buffer).and_then(|()| self.file.sync_data());
         if let Err(e) = written {
             // A partial write would leave a torn line that the next open cuts off; cut it
             // now so this handle stays consistent with the file.
@@ -287,15 +338,19 @@ impl ChainFile {
             return Err(StoreError::io(&self.path, e));
         }
         failpoint(&format!("{prefix}.append.after"));
-        let record = match serde_json::from_slice(&line[..line.len() - 1]) {
-            Ok(Value::Object(map)) => map,
-            _ => unreachable!("a sealed record is a JSON object"),
-        };
-        let appended = Appended { seq: self.next_seq, offset: self.len, record };
-        self.last_hash = sha256_hex(&line[..line.len() - 1]);
-        self.next_seq += 1;
+        let mut out = Vec::with_capacity(sealed.len());
+        for (i, (offset, len)) in sealed.into_iter().enumerate() {
+            let start = (offset - self.len) as usize;
+            let record = match serde_json::from_slice(&buffer[start..start + len]) {
+                Ok(Value::Object(map)) => map,
+                _ => unreachable!("a sealed record is a JSON object"),
+            };
+            out.push(Appended { seq: self.next_seq + i as u64, offset, record });
+        }
+        self.last_hash = last_hash;
+        self.next_seq += bodies.len() as u64;
         self.len = new_len;
-        Ok(appended)
+        Ok(out)
     }
 }
 
@@ -321,9 +376,11 @@ mod tests {
         assert_eq!(b.record["prev_hash"].as_str().unwrap(), sha256_hex(first_line.as_bytes()));
         assert_eq!(b.offset, first_line.len() as u64 + 1);
         drop(c);
-        let (mut c, lines, torn) = ChainFile::open(&path, u64::MAX, "test").unwrap();
-        assert_eq!(lines.len(), 2);
-        assert!(torn.is_none());
+        let (mut c, opened) = ChainFile::open(&path, u64::MAX, "test").unwrap();
+        assert_eq!(opened.lines.len(), 2);
+        assert!(opened.torn.is_none());
+        let first: Value = serde_json::from_slice(opened.lines[0].bytes(&opened.bytes)).unwrap();
+        assert_eq!(first["n"], 1);
         assert_eq!(c.append(&body(3)).unwrap().seq, 3);
     }
 
@@ -337,9 +394,9 @@ mod tests {
         drop(c);
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"seq\":2,\"prev").unwrap();
-        let (_, lines, torn) = ChainFile::open(&path, u64::MAX, "test").unwrap();
-        assert_eq!(lines.len(), 1);
-        let torn = torn.unwrap();
+        let (_, opened) = ChainFile::open(&path, u64::MAX, "test").unwrap();
+        assert_eq!(opened.lines.len(), 1);
+        let torn = opened.torn.unwrap();
         assert_eq!(torn.offset, good_len);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), good_len);
     }
@@ -363,6 +420,21 @@ mod tests {
                 other => panic!("expected a broken chain at line {line}, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_batch_is_chained_like_single_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.jsonl");
+        let mut c = ChainFile::create(&path, u64::MAX, "test").unwrap();
+        c.append(&body(0)).unwrap();
+        let batch = c.append_all(&[body(1), body(2), body(3)]).unwrap();
+        assert_eq!(batch.iter().map(|a| a.seq).collect::<Vec<_>>(), [2, 3, 4]);
+        assert_eq!(c.append(&body(4)).unwrap().seq, 5);
+        let s = scan(&std::fs::read(&path).unwrap());
+        assert!(s.defect.is_none() && s.torn.is_none());
+        assert_eq!(s.lines.len(), 5);
+        assert_eq!(s.lines[2].offset, batch[1].offset);
     }
 
     #[test]

@@ -168,6 +168,23 @@ impl LedgerRecord {
         }
     }
 
+    /// Reads a record from its on-disk line. Built-in kinds parse straight into their
+    /// type (the chain members are ignored); other kinds become `Custom`.
+    pub fn from_slice(line: &[u8]) -> Result<Self, String> {
+        match serde_json::from_slice::<LedgerRecord>(line) {
+            Ok(record) => Ok(record),
+            Err(typed) => match serde_json::from_slice::<Value>(line) {
+                Ok(Value::Object(map)) => {
+                    let known =
+                        map.get("kind").and_then(Value::as_str).is_some_and(|k| KNOWN_KINDS.contains(&k));
+                    if known { Err(typed.to_string()) } else { Self::from_map(map) }
+                }
+                Ok(_) => Err("record is not a JSON object".into()),
+                Err(e) => Err(e.to_string()),
+            },
+        }
+    }
+
     /// Reads a record from its on-disk object (chain members already removed).
     pub fn from_map(mut map: Map<String, Value>) -> Result<Self, String> {
         for chain_member in ["seq", "prev_hash", "hash"] {
@@ -226,12 +243,12 @@ impl RunLedger {
     /// Opens an existing ledger: verifies the chain, cuts off and records a torn final
     /// line, and folds the records.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let (chain, lines, torn) = ChainFile::open(path, LEDGER_CAP_BYTES, "ledger")?;
-        let mut records = lines.into_iter().map(|l| {
-            let line = l.seq;
-            LedgerRecord::from_map(l.value).map_err(|message| StoreError::ChainBroken {
+        let (chain, opened) = ChainFile::open(path, LEDGER_CAP_BYTES, "ledger")?;
+        let torn = opened.torn.clone();
+        let mut records = opened.lines.iter().map(|l| {
+            LedgerRecord::from_slice(l.bytes(&opened.bytes)).map_err(|message| StoreError::ChainBroken {
                 path: path.to_owned(),
-                line,
+                line: l.seq,
                 message,
             })
         });
@@ -293,6 +310,27 @@ impl RunLedger {
         Ok(appended.seq)
     }
 
+    /// Appends several records with one fsync (recovery writes its records this way).
+    pub fn append_all(&mut self, records: &[LedgerRecord]) -> Result<u64, StoreError> {
+        let mut bodies = Vec::with_capacity(records.len());
+        for record in records {
+            match record {
+                LedgerRecord::Header(_) => {
+                    return Err(StoreError::invalid(
+                        "ledger record",
+                        "a ledger has exactly one header, written by create",
+                    ));
+                }
+                LedgerRecord::Step(step) => check_step(step)?,
+                _ => {}
+            }
+            bodies.push(record.to_map()?);
+        }
+        let appended = self.chain.append_all(&bodies)?;
+        records.iter().for_each(|r| self.apply(r));
+        Ok(appended.last().map_or(self.chain.next_seq() - 1, |a| a.seq))
+    }
+
     /// Appends a step snapshot; shorthand for `append(&LedgerRecord::Step(..))`.
     pub fn append_step(&mut self, step: &LedgerStep) -> Result<u64, StoreError> {
         self.append(&LedgerRecord::Step(step.clone()))
@@ -348,12 +386,11 @@ pub fn read_records(path: &Path) -> Result<Vec<LedgerEntry>, StoreError> {
         return Err(StoreError::ChainBroken { path: path.to_owned(), line: d.line, message: d.message });
     }
     scan.lines
-        .into_iter()
+        .iter()
         .map(|l| {
-            let seq = l.seq;
-            LedgerRecord::from_map(l.value)
-                .map(|record| LedgerEntry { seq, record })
-                .map_err(|message| StoreError::ChainBroken { path: path.to_owned(), line: seq, message })
+            LedgerRecord::from_slice(l.bytes(&bytes))
+                .map(|record| LedgerEntry { seq: l.seq, record })
+                .map_err(|message| StoreError::ChainBroken { path: path.to_owned(), line: l.seq, message })
         })
         .collect()
 }

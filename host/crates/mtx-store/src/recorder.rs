@@ -139,7 +139,8 @@ impl FlightRecorder {
     /// the chain, and when a crash left a torn final line, cuts it off and records
     /// FR-EVT-MTX-004 `log_tail_repaired`.
     pub fn open(path: &Path, correlation: Correlation) -> Result<Self, StoreError> {
-        let (main, _, torn) = ChainFile::open(path, u64::MAX, "events")?;
+        let (main, opened) = ChainFile::open(path, u64::MAX, "events")?;
+        let torn = opened.torn;
         let recorder = Self::with(main, path, correlation);
         if let Some(t) = torn {
             let repair = crate::ledger::RepairRecord::from_torn("events.jsonl", &t);
@@ -316,12 +317,15 @@ pub fn read_events(path: &Path) -> Result<Vec<StoredEvent>, StoreError> {
         return Err(StoreError::ChainBroken { path: path.to_owned(), line: d.line, message: d.message });
     }
     scan.lines
-        .into_iter()
+        .iter()
         .map(|l| {
-            let line = l.seq;
-            serde_json::from_value(Value::Object(l.value))
+            serde_json::from_slice(l.bytes(&bytes))
                 .map(|envelope| StoredEvent { offset: l.offset, envelope })
-                .map_err(|e| StoreError::ChainBroken { path: path.to_owned(), line, message: e.to_string() })
+                .map_err(|e| StoreError::ChainBroken {
+                    path: path.to_owned(),
+                    line: l.seq,
+                    message: e.to_string(),
+                })
         })
         .collect()
 }

@@ -145,15 +145,15 @@ pub fn plan(job: &JobDir, ledger: &RunLedger) -> Result<RecoveryReport, StoreErr
     Ok(report)
 }
 
-/// Appends the records of a plan: the step snapshots, then the resume record.
+/// Appends the records of a plan, the step snapshots then the resume record, with one fsync.
 pub fn apply(ledger: &mut RunLedger, report: &RecoveryReport) -> Result<(), StoreError> {
-    for step in &report.appended_steps {
-        ledger.append_step(step)?;
-    }
-    ledger.append(&LedgerRecord::Resume(ResumeRecord {
+    let mut records: Vec<LedgerRecord> =
+        report.appended_steps.iter().cloned().map(LedgerRecord::Step).collect();
+    records.push(LedgerRecord::Resume(ResumeRecord {
         resume_point: report.resume_point.clone(),
         resume_reason: report.resume_reason.clone(),
-    }))?;
+    }));
+    ledger.append_all(&records)?;
     Ok(())
 }
 

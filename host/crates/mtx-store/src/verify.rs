@@ -182,7 +182,22 @@ fn check_chain(
             ),
         });
     }
-    Some(s.lines.into_iter().map(|l| (l.seq, l.value)).collect())
+    let mut lines = Vec::with_capacity(s.lines.len());
+    for l in &s.lines {
+        match serde_json::from_slice::<Value>(l.bytes(&bytes)) {
+            Ok(Value::Object(map)) => lines.push((l.seq, map)),
+            _ => {
+                report.problems.push(Problem {
+                    file: file.into(),
+                    line: Some(l.seq),
+                    seq: Some(l.seq),
+                    message: "record is not a JSON object".into(),
+                });
+                break;
+            }
+        }
+    }
+    Some(lines)
 }
 
 fn check_event(map: &Map<String, Value>) -> Result<(), String> {
