@@ -1,8 +1,19 @@
+//! `planner-default`: decomposes a parsed Work Packet into MT definitions (MTX-SPEC 3.6,
+//! section 4, 14.6, 14.7), as an `mt-planner` component.
+//!
+//! The decomposition lives in [`plan`] (with [`paths`] and [`words`]) as a pure,
+//! deterministic function of the input; this file only forwards the export. It must never
+//! read a clock or randomness: the same packet always gives the same MTs.
+
 /// Generated WIT bindings, kept in one module so the rest of the crate uses plain names.
 #[allow(clippy::too_many_arguments)]
 mod bindings {
     wit_bindgen::generate!({ world: "mt-planner", path: "../../wit" });
 }
+
+mod paths;
+mod plan;
+mod words;
 
 use bindings::Guest;
 use bindings::exports::mtx::plugin::plugin::Guest as PluginGuest;
@@ -15,15 +26,16 @@ impl PluginGuest for Planner {
         PluginMetadata {
             name: "planner-default".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            description: "decomposes a work packet into micro-tasks".into(),
+            description:
+                "one MT per deliverable of the packet (hints, clause rows, implementation order, done-means)"
+                    .into(),
         }
     }
 }
 
 impl Guest for Planner {
     fn plan(input: PlannerInput) -> Result<Vec<MtDefinition>, PluginError> {
-        let _ = input;
-        Err(PluginError::Unsupported("planner-default is not implemented yet".into()))
+        plan::plan(&input)
     }
 }
 
