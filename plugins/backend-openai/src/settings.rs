@@ -1,4 +1,4 @@
-//! The plugin's configuration (`[plugins.model_backend.config]`), parsed and checked once
+//! The plugin's configuration (the `config` table of its run-config entry), parsed and checked once
 //! per call. Every key error names the key; must never guess a server address.
 
 use std::collections::BTreeMap;

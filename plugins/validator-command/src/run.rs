@@ -31,7 +31,7 @@ pub trait Bus {
     fn read_artifact(&self, handle: &ArtifactHandle, max_bytes: u64) -> Result<Vec<u8>, ToolError>;
 }
 
-/// The plugin's configuration (`[plugins.validator.config]`), all keys optional.
+/// The plugin's configuration (the `config` table of its run-config entry), all keys optional.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// `in_scope_paths`: JSON array passed to the sandbox as `params.in_scope_paths`;

@@ -33,10 +33,19 @@ pub trait Bus {
 }
 
 /// The plugin's configuration, all keys optional.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// `extra_markers`: JSON array of further substrings that mark unfinished work.
     pub extra_markers: Vec<String>,
+    /// `fs_read_capability`: the capability id requested for reads (default `fs.read`); set
+    /// it to the exact id the job profile and the plugin's grants hold, e.g. `fs.read:src`.
+    pub fs_read_capability: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { extra_markers: vec![], fs_read_capability: "fs.read".into() }
+    }
 }
 
 impl Settings {
@@ -47,7 +56,13 @@ impl Settings {
                 PluginError::BadConfig(format!("extra_markers must be a JSON array of strings: {e}"))
             })?,
         };
-        Ok(Settings { extra_markers })
+        let fs_read_capability = get("fs_read_capability").unwrap_or_else(|| "fs.read".into());
+        if !(fs_read_capability == "fs.read" || fs_read_capability.starts_with("fs.read:")) {
+            return Err(PluginError::BadConfig(format!(
+                "fs_read_capability must be fs.read or fs.read:<scope>, not {fs_read_capability:?}"
+            )));
+        }
+        Ok(Settings { extra_markers, fs_read_capability })
     }
 }
 
@@ -130,7 +145,7 @@ fn placeholders(bus: &dyn Bus, input: &ValidationInput, settings: &Settings, fin
         return;
     }
     let paths: Vec<&str> = targets.iter().map(|(p, _)| *p).collect();
-    let contents = match read_files(bus, &paths) {
+    let contents = match read_files(bus, &paths, &settings.fs_read_capability) {
         Ok(c) => c,
         Err(e) => {
             findings.push(finding(
@@ -174,14 +189,14 @@ fn placeholders(bus: &dyn Bus, input: &ValidationInput, settings: &Settings, fin
 }
 
 /// The `engine.fs` / `read_files` operation for `paths`.
-pub fn read_operation(paths: &[&str]) -> PlannedOperation {
+pub fn read_operation(paths: &[&str], capability: &str) -> PlannedOperation {
     PlannedOperation {
         engine_id: "engine.fs".into(),
         engine_version_req: None,
         operation: "read_files".into(),
         inputs: vec![],
         params_json: json!({ "paths": paths, "max_bytes_per_file": MAX_FILE_BYTES }).to_string(),
-        capabilities_requested: vec!["fs.read".into()],
+        capabilities_requested: vec![capability.to_string()],
         max_duration_ms: READ_TIMEOUT_MS,
         max_output_bytes: MAX_OUTPUT_BYTES,
         determinism: Determinism::D3,
@@ -191,8 +206,8 @@ pub fn read_operation(paths: &[&str]) -> PlannedOperation {
 
 /// Reads the files through the Tool Bus. The engine returns the read report first and then
 /// one content artifact per file; contents are matched to paths by the report's sha256.
-fn read_files(bus: &dyn Bus, paths: &[&str]) -> Result<BTreeMap<String, String>, String> {
-    let result = bus.submit(&read_operation(paths)).map_err(|e| match e {
+fn read_files(bus: &dyn Bus, paths: &[&str], capability: &str) -> Result<BTreeMap<String, String>, String> {
+    let result = bus.submit(&read_operation(paths, capability)).map_err(|e| match e {
         ToolError::Denied(d) => format!("denied by {}: {}", d.gate, d.reason),
         ToolError::Invalid(m) => format!("tool bus refused the read: {m}"),
         ToolError::NoSuchArtifact(m) => format!("no such artifact: {m}"),
@@ -592,5 +607,11 @@ mod tests {
             validate(&bus, &input(vec![changed("src/a.rs", &[1])], vec![evidence_line("src/a.rs:1")]), &s);
         assert_eq!(rules(&r), vec![("placeholder", Some("src/a.rs"), Some(1), true)]);
         assert!(matches!(Settings::from_config(|_| Some("x".into())), Err(PluginError::BadConfig(_))));
+        let scoped =
+            Settings::from_config(|k| (k == "fs_read_capability").then(|| "fs.read:src".to_string()))
+                .unwrap();
+        let bus = fs(&[("src/a.rs", "ok\n")]);
+        validate(&bus, &input(vec![changed("src/a.rs", &[1])], vec![evidence_line("src/a.rs:1")]), &scoped);
+        assert_eq!(bus.submitted.borrow()[0].capabilities_requested, vec!["fs.read:src".to_string()]);
     }
 }
