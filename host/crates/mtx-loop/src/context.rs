@@ -415,12 +415,33 @@ pub fn query_terms(mt: &MicroTaskDefinition) -> Vec<String> {
     terms.into_iter().take(MAX_QUERY_TERMS).collect()
 }
 
-/// 7.5 steps 2-3: candidate line ranges (1-based, inclusive), merged, in file order.
+/// One candidate chunk of 7.5: a merged line range (1-based, inclusive) and the
+/// top-scoring lines it was widened from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkCandidate {
+    pub range: (usize, usize),
+    pub seeds: Vec<usize>,
+}
+
+fn widen(line: usize, by: usize, line_count: usize) -> (usize, usize) {
+    (line.saturating_sub(by).max(1), (line + by).min(line_count))
+}
+
+/// Appends a range to sorted, non-overlapping ranges, merging when it touches the last.
+fn push_merged(ranges: &mut Vec<(usize, usize)>, (start, end): (usize, usize)) {
+    match ranges.last_mut() {
+        Some(last) if start <= last.1 + 1 => last.1 = last.1.max(end),
+        _ => ranges.push((start, end)),
+    }
+}
+
+/// 7.5 steps 2-3: the top `max_shadow_results` lines by query-term score, widened by
+/// `neighbor_lines`, merged, in file order.
 pub fn chunk_candidates(
     lines: &[&str],
     terms: &[String],
     retrieval: &RetrievalConfig,
-) -> Vec<(usize, usize)> {
+) -> Vec<ChunkCandidate> {
     let mut scored: Vec<(usize, usize)> = lines
         .iter()
         .enumerate()
@@ -433,20 +454,21 @@ pub fn chunk_candidates(
     // Highest score first; the earlier line wins a tie, so the order is stable.
     scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     scored.truncate(retrieval.max_shadow_results as usize);
-    let widen = if retrieval.include_neighbors { retrieval.neighbor_lines as usize } else { 0 };
-    let mut ranges: Vec<(usize, usize)> = scored
-        .iter()
-        .map(|(_, line)| (line.saturating_sub(widen).max(1), (line + widen).min(lines.len())))
-        .collect();
-    ranges.sort();
-    let mut merged: Vec<(usize, usize)> = Vec::new();
-    for (start, end) in ranges {
-        match merged.last_mut() {
-            Some(last) if start <= last.1 + 1 => last.1 = last.1.max(end),
-            _ => merged.push((start, end)),
+    let mut seeds: Vec<usize> = scored.into_iter().map(|(_, line)| line).collect();
+    seeds.sort_unstable();
+    let by = if retrieval.include_neighbors { retrieval.neighbor_lines as usize } else { 0 };
+    let mut out: Vec<ChunkCandidate> = Vec::new();
+    for seed in seeds {
+        let (start, end) = widen(seed, by, lines.len());
+        match out.last_mut() {
+            Some(last) if start <= last.range.1 + 1 => {
+                last.range.1 = last.range.1.max(end);
+                last.seeds.push(seed);
+            }
+            _ => out.push(ChunkCandidate { range: (start, end), seeds: vec![seed] }),
         }
     }
-    merged
+    out
 }
 
 fn number_width(line_count: usize) -> usize {
@@ -548,11 +570,31 @@ fn render_file(
         s.push('\n');
         s
     };
-    for range in &candidates {
+    let fits = |trial: &[(usize, usize)]| estimate_tokens(&render_chunks(trial)) <= allowance;
+    let full_widen = if retrieval.include_neighbors { retrieval.neighbor_lines as usize } else { 0 };
+    for candidate in &candidates {
         let mut trial = chosen.clone();
-        trial.push(*range);
-        if estimate_tokens(&render_chunks(&trial)) <= allowance {
+        push_merged(&mut trial, candidate.range);
+        if fits(&trial) {
             chosen = trial;
+            continue;
+        }
+        // Neighbours are added only as far as the budget allows (7.2 step 6): each seed
+        // line gets the widest halving of `neighbor_lines` that still fits.
+        for &seed in &candidate.seeds {
+            let mut by = full_widen / 2;
+            loop {
+                let mut trial = chosen.clone();
+                push_merged(&mut trial, widen(seed, by, lines.len()));
+                if fits(&trial) {
+                    chosen = trial;
+                    break;
+                }
+                if by == 0 {
+                    break;
+                }
+                by /= 2;
+            }
         }
     }
     if chosen.is_empty() {
@@ -1155,6 +1197,34 @@ mod tests {
     }
 
     #[test]
+    fn neighbours_shrink_when_a_full_chunk_does_not_fit() {
+        let mut mt = mt_with_files(&[], &[], &[]);
+        mt.files.modify = (0..12).map(|i| format!("src/f{i:02}.rs")).collect();
+        mt.token_budget = 4096;
+        let long = |i: usize| -> String {
+            (1..=600)
+                .map(|n| {
+                    if n == 300 {
+                        format!("fn parse_config_{i}() {{}}")
+                    } else {
+                        format!("// {} {n}", "z".repeat(90))
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+                + "\n"
+        };
+        let reader = MemReader::new((0..12).map(|i| (format!("src/f{i:02}.rs"), long(i))));
+        let c = compile(&mt, &status(1), None, &reader).unwrap();
+        for src in &c.snapshot.sources {
+            assert_eq!(src.mode, SourceMode::Chunks, "{}", src.path);
+            let [a, b] = src.line_ranges[0];
+            assert!(a <= 300 && 300 <= b && b - a < 40, "{:?}", src.line_ranges);
+        }
+        assert!(c.prompt_tokens <= 4096);
+    }
+
+    #[test]
     fn oversized_file_without_matching_lines_is_name_only() {
         let mt = mt_with_files(&[], &["src/a.rs"], &[]);
         let reader = MemReader::new([("src/a.rs", big_file(3000, 0))]);
@@ -1286,15 +1356,18 @@ mod tests {
             .map(|i| if i == 50 || i == 60 || i == 150 { "alpha".into() } else { "x".into() })
             .collect();
         let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
-        let ranges = chunk_candidates(&refs, &["alpha".into()], &RetrievalConfig::default());
-        assert_eq!(ranges, vec![(30, 80), (130, 170)]);
-        let no_neighbors = RetrievalConfig { include_neighbors: false, ..RetrievalConfig::default() };
+        let ranges = |cfg: &RetrievalConfig| -> Vec<(usize, usize)> {
+            chunk_candidates(&refs, &["alpha".into()], cfg).into_iter().map(|c| c.range).collect()
+        };
+        assert_eq!(ranges(&RetrievalConfig::default()), vec![(30, 80), (130, 170)]);
         assert_eq!(
-            chunk_candidates(&refs, &["alpha".into()], &no_neighbors),
-            vec![(50, 50), (60, 60), (150, 150)]
+            chunk_candidates(&refs, &["alpha".into()], &RetrievalConfig::default())[0].seeds,
+            vec![50, 60]
         );
+        let no_neighbors = RetrievalConfig { include_neighbors: false, ..RetrievalConfig::default() };
+        assert_eq!(ranges(&no_neighbors), vec![(50, 50), (60, 60), (150, 150)]);
         let one = RetrievalConfig { max_shadow_results: 1, ..RetrievalConfig::default() };
-        assert_eq!(chunk_candidates(&refs, &["alpha".into()], &one), vec![(30, 70)]);
+        assert_eq!(ranges(&one), vec![(30, 70)]);
     }
 
     proptest::proptest! {
