@@ -191,13 +191,7 @@ enum BlockSearch {
     Found(FoundBlock),
 }
 
-fn find_block(
-    text: &str,
-    lower: &str,
-    open: &str,
-    close: &str,
-    quoted: &[Range<usize>],
-) -> (BlockSearch, usize) {
+fn find_block(lower: &str, open: &str, close: &str, quoted: &[Range<usize>]) -> (BlockSearch, usize) {
     let opens = find_tag(lower, open, quoted);
     let closes = find_tag(lower, close, quoted);
     let ignored = opens.quoted;
@@ -209,7 +203,6 @@ fn find_block(
     };
     let raw = start..end + close.len();
     let further = opens.live.iter().any(|o| *o >= raw.end);
-    debug_assert!(raw.end <= text.len());
     (BlockSearch::Found(FoundBlock { raw, body: start + open.len()..end, further }), ignored)
 }
 
@@ -239,8 +232,8 @@ pub fn parse_completion(response: &str, mt_id: &str) -> CompletionSignal {
     // ASCII lowercasing keeps byte offsets, so hits in `lower` index `response` directly.
     let lower = response.to_ascii_lowercase();
 
-    let (complete, ignored_c) = find_block(response, &lower, "<mt_complete>", "</mt_complete>", &quoted);
-    let (blocked, ignored_b) = find_block(response, &lower, "<blocked>", "</blocked>", &quoted);
+    let (complete, ignored_c) = find_block(&lower, "<mt_complete>", "</mt_complete>", &quoted);
+    let (blocked, ignored_b) = find_block(&lower, "<blocked>", "</blocked>", &quoted);
     if ignored_c + ignored_b > 0 {
         push_warning(&mut warnings, warning::SIGNAL_IN_QUOTED_TEXT_IGNORED);
     }
@@ -793,6 +786,17 @@ mod tests {
         );
         assert!(!c.verified && c.scope_violation);
         assert_eq!(c.problems[0].kind, EvidenceProblemKind::OutOfScope);
+    }
+
+    #[test]
+    fn evidence_path_climbing_out_of_a_listed_dir_is_out_of_scope() {
+        let mt = mt_with_files(&["src/**"], &[], &[]);
+        let c = verify_evidence(
+            &claim(&["- \"parse_config returns the parsed value\" -> src/../README.md:1"]),
+            &mt,
+            &workspace(),
+        );
+        assert!(c.scope_violation && !c.verified);
     }
 
     #[test]

@@ -156,6 +156,10 @@ pub fn path_matches_entry(candidate: &str, entry: &str) -> bool {
         return false;
     }
     let c = normalize_path(candidate);
+    // `src/../secret` lexically starts with `src/` but is not under it.
+    if c.split('/').any(|seg| seg == "..") {
+        return false;
+    }
     c == e || c.strip_prefix(e.as_str()).is_some_and(|rest| rest.starts_with('/'))
 }
 
@@ -224,6 +228,8 @@ mod tests {
         assert!(!path_matches_entry("srcx/a.rs", "src"));
         assert!(!path_matches_entry("a.rs", "**"));
         assert!(!path_matches_entry("a.rs", ""));
+        assert!(!path_matches_entry("src/../secret.rs", "src/**"));
+        assert!(!path_matches_entry("src/..", "src"));
     }
 
     #[test]
