@@ -347,6 +347,46 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn unrecoverable_block_at_the_top_is_a_hard_gate() {
+        let mut i = input();
+        i.level = 4;
+        i.blocked = true;
+        i.blocked_reason = Some("same".into());
+        i.history = vec![block(4, "same")];
+        let d = decide(&i).unwrap();
+        assert_eq!((d.decision, d.reason.as_str()), (LoopDecision::HardGate, "escalation_exhausted"));
+        assert_eq!(d.recoverable_block, Some(false));
+    }
+
+    #[test]
+    fn second_false_completion_at_the_top_is_a_hard_gate() {
+        let mut i = false_completion();
+        i.level = 4;
+        i.false_completion_streak = 1;
+        assert_eq!(decide(&i).unwrap().decision, LoopDecision::HardGate);
+    }
+
+    #[test]
+    fn evidence_failure_counts_as_a_failure_for_5_7() {
+        let mut i = false_completion();
+        i.validation_passed = Some(true);
+        i.evidence_verified = Some(false);
+        i.failure_streak = 1;
+        let d = decide(&i).unwrap();
+        assert_eq!((d.decision, d.reason.as_str()), (LoopDecision::Escalate, "consecutive_failures"));
+    }
+
+    #[test]
+    fn iteration_limit_outranks_a_recoverable_block() {
+        let mut i = input();
+        i.iteration = 4;
+        i.blocked = true;
+        i.blocked_reason = Some("first".into());
+        let d = decide(&i).unwrap();
+        assert_eq!((d.decision, d.reason.as_str()), (LoopDecision::Escalate, "max_iterations_per_mt"));
+    }
+
+    #[test]
     fn impossible_inputs_are_refused() {
         let mut i = input();
         i.effective_max_iterations = 0;

@@ -16,6 +16,8 @@ use crate::bindings::mtx::plugin::types::{
 use crate::paths;
 use crate::words::{self, command_matches, is_whole_suite, path_score, task_tags};
 
+/// `MT-[0-9]{3}`, numbered from 1.
+const MAX_MTS: usize = 999;
 const MAX_READ: usize = 10;
 const MAX_MODIFY: usize = 5;
 const MAX_CREATE: usize = 3;
@@ -103,6 +105,13 @@ pub fn plan(input: &PlannerInput) -> Result<Vec<MtDefinition>, PluginError> {
     }
     if units.is_empty() {
         return Ok(vec![fallback(&ctx)]);
+    }
+    if units.len() > MAX_MTS {
+        return Err(PluginError::InvalidInput(format!(
+            "packet {} yields {} MTs; MT ids have three digits, so at most {MAX_MTS} fit",
+            packet.wp_id,
+            units.len()
+        )));
     }
     assign_done_means(&ctx, &mut units);
     Ok(build(&ctx, &units))
@@ -1032,6 +1041,51 @@ mod tests {
         input.workspace_files[0].size_bytes = 1_000_000;
         let mts = plan(&input).unwrap();
         assert_eq!(mts[0].token_budget, 988);
+    }
+
+    fn row(clause: &str, surfaces: &[&str]) -> ClauseRow {
+        ClauseRow {
+            clause: clause.into(),
+            code_surfaces: surfaces.iter().map(|s| s.to_string()).collect(),
+            tests: vec![],
+        }
+    }
+
+    #[test]
+    fn shared_files_make_dependencies_on_the_latest_earlier_mt() {
+        let mut input = packet(&["x"], &["cargo test lexer", "cargo test"], &["src/"]);
+        input.packet.clause_rows = vec![
+            row("Lexer tokens", &["src/lexer.rs"]),
+            row("Parser entry", &["src/parser/mod.rs"]),
+            row("Lexer and parser agree", &["src/lexer.rs", "src/parser/mod.rs"]),
+        ];
+        let mts = plan(&input).unwrap();
+        assert_valid(&mts, &input);
+        let deps: Vec<Vec<String>> = mts.iter().map(|m| m.depends_on.clone()).collect();
+        assert_eq!(deps, vec![vec![], vec![], vec!["MT-002".to_string()]]);
+        // MT-002's only file is one MT-003 changes itself, so it is not repeated as context.
+        assert!(mts[2].files.read.is_empty());
+    }
+
+    #[test]
+    fn hint_dependencies_map_to_generated_ids_and_unknown_ones_are_dropped() {
+        let mut input = packet(&["x"], &["cargo test"], &["src/"]);
+        let hint = |id: &str, surface: &str, deps: &[&str]| MtHint {
+            mt_id: id.into(),
+            clause: format!("work on {surface}"),
+            code_surfaces: vec![surface.into()],
+            expected_tests: vec!["cargo test".into()],
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+        };
+        input.packet.mt_hints = vec![
+            hint("MT-010", "src/lexer.rs", &["MT-999"]),
+            hint("mt-020", "src/parser/expr.rs", &["MT-010"]),
+        ];
+        let mts = plan(&input).unwrap();
+        assert_valid(&mts, &input);
+        assert_eq!(mts[0].depends_on, Vec::<String>::new());
+        assert_eq!(mts[1].depends_on, vec!["MT-001".to_string()]);
+        assert_eq!(mts[1].files.read, vec!["src/lexer.rs".to_string()]);
     }
 
     #[test]
