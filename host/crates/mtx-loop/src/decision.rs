@@ -60,6 +60,9 @@ pub enum HardGateReason {
     EscalationExhausted,
     CloudEscalationDisallowed,
     HumanReviewRequired,
+    MaxTotalIterations,
+    MaxDuration,
+    TokenBudgetExceeded,
 }
 
 impl HardGateReason {
@@ -69,6 +72,9 @@ impl HardGateReason {
             HardGateReason::EscalationExhausted => "escalation_exhausted",
             HardGateReason::CloudEscalationDisallowed => "cloud_escalation_disallowed",
             HardGateReason::HumanReviewRequired => "human_review_required",
+            HardGateReason::MaxTotalIterations => "max_total_iterations",
+            HardGateReason::MaxDuration => "max_duration",
+            HardGateReason::TokenBudgetExceeded => "token_budget_exceeded",
         }
     }
 }
@@ -508,6 +514,30 @@ pub fn token_use_level(
     }
 }
 
+/// The job-wide limits checked before each iteration (5.5), with the effective values in
+/// force (a `continue` on the gate raises them, so the caller passes the current ones).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobLimits {
+    pub total_iterations: u32,
+    pub max_total_iterations: u32,
+    /// Milliseconds since the progress artifact's `created_at` (3.2).
+    pub elapsed_ms: u64,
+    pub max_duration_ms: u64,
+}
+
+/// 5.5: the hard gate a job-wide limit raises before the next iteration, if any:
+/// `max_total_iterations` once the iterations reached the limit, else `max_duration`
+/// once the elapsed time reached it. (The poison rule of 11.3 is [`duration_poisoned`].)
+pub fn job_limit_gate(limits: &JobLimits) -> Option<HardGateReason> {
+    if limits.total_iterations >= limits.max_total_iterations {
+        Some(HardGateReason::MaxTotalIterations)
+    } else if limits.elapsed_ms >= limits.max_duration_ms {
+        Some(HardGateReason::MaxDuration)
+    } else {
+        None
+    }
+}
+
 /// 11.3: the job ran longer than twice its `max_duration_ms` and is poisoned.
 pub fn duration_poisoned(elapsed_ms: u64, max_duration_ms: u64) -> bool {
     elapsed_ms > max_duration_ms.saturating_mul(POISON_DURATION_MULTIPLE)
@@ -893,6 +923,22 @@ mod tests {
         assert_eq!(token_use_level(1_001, 1_000_000, Some(1_000), 0), TokenUseLevel::Gate);
         assert!(!duration_poisoned(7_200_000, 3_600_000));
         assert!(duration_poisoned(7_200_001, 3_600_000));
+    }
+
+    #[test]
+    fn job_limits_gate_follows_5_5() {
+        let limits =
+            JobLimits { total_iterations: 0, max_total_iterations: 1, elapsed_ms: 0, max_duration_ms: 1000 };
+        assert_eq!(job_limit_gate(&limits), None);
+        let c_loop_4 = JobLimits { total_iterations: 1, ..limits };
+        assert_eq!(job_limit_gate(&c_loop_4), Some(HardGateReason::MaxTotalIterations));
+        let c_loop_6 = JobLimits { elapsed_ms: 1000, ..limits };
+        assert_eq!(job_limit_gate(&c_loop_6), Some(HardGateReason::MaxDuration));
+        assert_eq!(HardGateReason::MaxTotalIterations.as_str(), "max_total_iterations");
+        assert_eq!(
+            serde_json::to_value(HardGateReason::TokenBudgetExceeded).unwrap(),
+            HardGateReason::TokenBudgetExceeded.as_str()
+        );
     }
 
     #[test]

@@ -29,10 +29,10 @@ pub use context::{
 };
 pub use decision::{
     Decision, EnforcedDecision, HardGateReason, InvariantViolation, IterationFacts, IterationObservation,
-    OverrideReason, Proposal, ProposedDecision, Streaks, TokenUseLevel, climb_ceiling, completion_allowance,
-    default_failure_category, duration_poisoned, effective_max_iterations, enforce, estimated_job_budget,
-    failure_counts, is_recoverable_block, iteration_token_cap, mt_token_cap, reference_decision,
-    starting_level, token_use_level,
+    JobLimits, OverrideReason, Proposal, ProposedDecision, Streaks, TokenUseLevel, climb_ceiling,
+    completion_allowance, default_failure_category, duration_poisoned, effective_max_iterations, enforce,
+    estimated_job_budget, failure_counts, is_recoverable_block, iteration_token_cap, job_limit_gate,
+    mt_token_cap, reference_decision, starting_level, token_use_level,
 };
 pub use edits::{
     EditKind, EditProblem, EditRules, FileWrite, ParsedEdits, ProposedEdit, ResolveError, ResolvedEdits,
