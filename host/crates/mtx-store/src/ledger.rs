@@ -171,6 +171,14 @@ impl LedgerRecord {
     /// Reads a record from its on-disk line. Built-in kinds parse straight into their
     /// type (the chain members are ignored); other kinds become `Custom`.
     pub fn from_slice(line: &[u8]) -> Result<Self, String> {
+        // Fast path for the common record: `seal` writes `kind` right after the chain
+        // members, and LedgerStep ignores the members it does not know, so a step parses
+        // without serde's buffering of internally tagged enums.
+        if is_step_line(line) {
+            return serde_json::from_slice::<LedgerStep>(line)
+                .map(LedgerRecord::Step)
+                .map_err(|e| format!("step record: {e}"));
+        }
         match serde_json::from_slice::<LedgerRecord>(line) {
             Ok(record) => Ok(record),
             Err(typed) => match serde_json::from_slice::<Value>(line) {
@@ -198,6 +206,15 @@ impl LedgerRecord {
             Ok(LedgerRecord::Custom { kind, fields: map })
         }
     }
+}
+
+fn is_step_line(line: &[u8]) -> bool {
+    const PREV: &[u8] = b",\"prev_hash\":\"";
+    const KIND: &[u8] = b"\",\"kind\":\"step\",";
+    line.windows(PREV.len())
+        .take(32)
+        .position(|w| w == PREV)
+        .is_some_and(|at| line.get(at + PREV.len() + 64..).is_some_and(|rest| rest.starts_with(KIND)))
 }
 
 /// A record with its position in the chain, as `records` returns it.
@@ -265,7 +282,7 @@ impl RunLedger {
         };
         let mut ledger = Self::empty(chain, header);
         for record in records {
-            ledger.apply(&record?);
+            ledger.apply(record?);
         }
         if let Some(torn) = torn {
             let repair = RepairRecord::from_torn("run_ledger.jsonl", &torn);
@@ -277,18 +294,18 @@ impl RunLedger {
         Ok(ledger)
     }
 
-    fn apply(&mut self, record: &LedgerRecord) {
+    fn apply(&mut self, record: LedgerRecord) {
         match record {
             LedgerRecord::Step(step) => match self.step_index.get(&step.step_id) {
-                Some(&i) => self.steps[i] = step.clone(),
+                Some(&i) => self.steps[i] = step,
                 None => {
                     self.step_index.insert(step.step_id.clone(), self.steps.len());
-                    self.steps.push(step.clone());
+                    self.steps.push(step);
                 }
             },
             LedgerRecord::Resume(r) => {
-                self.resume_point = r.resume_point.clone();
-                self.resume_reason = Some(r.resume_reason.clone());
+                self.resume_point = r.resume_point;
+                self.resume_reason = Some(r.resume_reason);
             }
             _ => {}
         }
@@ -306,7 +323,7 @@ impl RunLedger {
             check_step(step)?;
         }
         let appended = self.chain.append(&record.to_map()?)?;
-        self.apply(record);
+        self.apply(record.clone());
         Ok(appended.seq)
     }
 
@@ -327,7 +344,7 @@ impl RunLedger {
             bodies.push(record.to_map()?);
         }
         let appended = self.chain.append_all(&bodies)?;
-        records.iter().for_each(|r| self.apply(r));
+        records.iter().for_each(|r| self.apply(r.clone()));
         Ok(appended.last().map_or(self.chain.next_seq() - 1, |a| a.seq))
     }
 
@@ -347,6 +364,11 @@ impl RunLedger {
             resume_point: self.resume_point.clone(),
             resume_reason: self.resume_reason.clone(),
         }
+    }
+
+    /// The latest snapshot of every step, in the order of their first record.
+    pub fn steps(&self) -> &[LedgerStep] {
+        &self.steps
     }
 
     /// The latest snapshot of one step.

@@ -3,6 +3,28 @@
 //! Every write here is atomic (temp file, fsync, rename, fsync of the directory) or
 //! append-only with fsync. Nothing in this crate spawns processes or touches the
 //! workspace under execution.
+//!
+//! Code map:
+//! - `jobdir`: the 8.1 layout (`StateDir`, `JobDir`) and step outputs (`StepOutput`,
+//!   `output.json` is the "step finished" marker).
+//! - `chain` (private): hash-chained JSON Lines shared by the ledger and the recorder.
+//! - `ledger`: `RunLedger`, `run_ledger.jsonl` (8.3); `fold` gives the 3.8 object.
+//! - `events` + `recorder`: the event registry and validators (9.2-9.5) and the
+//!   write-ahead `FlightRecorder` over `events.jsonl`.
+//! - `progress`: `ProgressStore`, the atomically replaced progress artifact (8.2).
+//! - `recovery`: the startup scan and ledger reconciliation (8.5, 8.7); `rebuild`: the
+//!   progress rebuild of 8.6.
+//! - `history`: `JobHistory`, the SQLite index behind `mtx jobs` / `mtx events`.
+//! - `verify`: `verify_job`, the checks of `mtx verify`.
+//! - `artifact`: the content-addressed `ArtifactStore`.
+//! - `failpoint`: SIGKILL crash points for the crash tests.
+//!
+//! Invariant: a ledger or event record is on disk (fsynced) before `append` / `emit`
+//! returns, and no complete record is ever rewritten or removed; only a torn final line
+//! is cut off, and that repair is itself recorded.
+//! Invariant: the progress artifact on disk is always a whole, validated document (the
+//! old one or the new one), never larger than 10 MB.
+//! Invariant: `history.sqlite` holds nothing the job files do not; `reindex` rebuilds it.
 
 pub mod artifact;
 mod chain;

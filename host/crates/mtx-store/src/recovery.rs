@@ -101,10 +101,10 @@ pub struct RecoveryReport {
 
 /// Works out the reconciliation of 8.5 step 2 without writing anything.
 pub fn plan(job: &JobDir, ledger: &RunLedger) -> Result<RecoveryReport, StoreError> {
-    let folded = ledger.fold();
+    let header = ledger.header();
     let mut report = RecoveryReport {
-        job_id: folded.job_id.clone(),
-        wp_id: folded.wp_id.clone(),
+        job_id: header.job_id.clone(),
+        wp_id: header.wp_id.clone(),
         resume_point: None,
         resume_reason: RESUME_REASON.to_owned(),
         steps_recovered: 0,
@@ -113,10 +113,11 @@ pub fn plan(job: &JobDir, ledger: &RunLedger) -> Result<RecoveryReport, StoreErr
         appended_steps: Vec::new(),
     };
     let now = now_rfc3339();
-    let mut after: Vec<LedgerStep> = Vec::with_capacity(folded.steps.len());
-    for step in &folded.steps {
-        let mut next = step.clone();
+    // Statuses after the reconciliation, to find the last completed and the resume step.
+    let mut after: Vec<(&str, LedgerStepStatus)> = Vec::with_capacity(ledger.steps().len());
+    for step in ledger.steps() {
         if step.status == LedgerStepStatus::InProgress {
+            let mut next = step.clone();
             match job.read_step_output(&step.idempotency_key)? {
                 Some((_, handle)) => {
                     next.status = LedgerStepStatus::Completed;
@@ -132,16 +133,18 @@ pub fn plan(job: &JobDir, ledger: &RunLedger) -> Result<RecoveryReport, StoreErr
                     report.steps_to_retry += 1;
                 }
             }
-            report.appended_steps.push(next.clone());
+            after.push((&step.step_id, next.status));
+            report.appended_steps.push(next);
+        } else {
+            after.push((&step.step_id, step.status));
         }
-        after.push(next);
     }
     report.last_completed_step =
-        after.iter().rev().find(|s| s.status == LedgerStepStatus::Completed).map(|s| s.step_id.clone());
+        after.iter().rev().find(|(_, s)| *s == LedgerStepStatus::Completed).map(|(id, _)| (*id).to_owned());
     report.resume_point = after
         .iter()
-        .find(|s| matches!(s.status, LedgerStepStatus::Pending | LedgerStepStatus::Failed))
-        .map(|s| s.step_id.clone());
+        .find(|(_, s)| matches!(s, LedgerStepStatus::Pending | LedgerStepStatus::Failed))
+        .map(|(id, _)| (*id).to_owned());
     Ok(report)
 }
 
