@@ -124,7 +124,9 @@ pub struct IterationFacts {
     pub level: u32,
     /// The highest level this MT may climb to ([`climb_ceiling`]).
     pub max_level: u32,
-    /// Consecutive false completions at this level, this iteration included.
+    /// Consecutive false completions at this level, this iteration included
+    /// ([`failure_counts`] over the history with this iteration last). The WIT
+    /// `decision-input` carries the streak before this iteration instead.
     pub false_completion_streak: u32,
     /// Consecutive failures (5.7) at this level, this iteration included.
     pub failure_streak: u32,

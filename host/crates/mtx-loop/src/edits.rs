@@ -19,7 +19,9 @@
 //! Blocks inside a fenced code section of the response do not count (a model quoting the
 //! protocol must not edit anything); they are reported as [`EditProblem::IgnoredInFence`].
 //! A whole-file block ends at the first line that is exactly `</file>`, so a file whose
-//! content contains such a line cannot be written with this protocol.
+//! content contains such a line cannot be written with this protocol. Line-number
+//! prefixes (`  12 | `) copied from the FILES section are removed when every non-empty
+//! line of a content carries one.
 //!
 //! This module only parses and computes the intended writes. It must never write to the
 //! workspace: the Tool Bus applies [`FileWrite`]s and re-checks them.
@@ -367,8 +369,32 @@ pub fn parse_edits(response: &str) -> ParsedEdits {
     out
 }
 
-/// Content of a whole-file block: one wrapping fence stripped, trailing newline ensured.
-fn file_content(mut lines: Vec<String>) -> String {
+/// `Some(rest)` if `line` carries the `  12 | ` prefix the FILES section shows.
+fn strip_line_number(line: &str) -> Option<&str> {
+    let t = line.trim_start();
+    let digits = t.chars().take_while(char::is_ascii_digit).count();
+    if digits == 0 {
+        return None;
+    }
+    let rest = t[digits..].strip_prefix(" |")?;
+    if rest.is_empty() { Some(rest) } else { rest.strip_prefix(' ') }
+}
+
+/// Small models often copy the line-number prefixes of the FILES section into their
+/// edits. When every non-empty line carries one, they are removed; a single unprefixed
+/// line means the text is taken as written.
+fn strip_copied_line_numbers(lines: Vec<String>) -> Vec<String> {
+    let non_empty: Vec<&String> = lines.iter().filter(|l| !l.trim().is_empty()).collect();
+    if non_empty.is_empty() || !non_empty.iter().all(|l| strip_line_number(l).is_some()) {
+        return lines;
+    }
+    lines.iter().map(|l| strip_line_number(l).unwrap_or("").to_string()).collect()
+}
+
+/// Content of a whole-file block: one wrapping fence stripped, copied line-number
+/// prefixes removed, trailing newline ensured.
+fn file_content(lines: Vec<String>) -> String {
+    let mut lines = lines;
     while lines.last().is_some_and(|l| l.trim().is_empty()) && lines.len() > 1 {
         lines.pop();
     }
@@ -379,6 +405,7 @@ fn file_content(mut lines: Vec<String>) -> String {
         lines.pop();
         lines.remove(0);
     }
+    let lines = strip_copied_line_numbers(lines);
     if lines.is_empty() || (lines.len() == 1 && lines[0].is_empty()) {
         return String::new();
     }
@@ -423,7 +450,10 @@ fn search_replace_pairs(lines: &[String]) -> Result<Vec<(String, String)>, Strin
             }
             State::Replace(s, mut r) => {
                 if is_marker(line, '>', "REPLACE") {
-                    pairs.push((s.join("\n"), r.join("\n")));
+                    pairs.push((
+                        strip_copied_line_numbers(s).join("\n"),
+                        strip_copied_line_numbers(r).join("\n"),
+                    ));
                     State::Outside
                 } else {
                     r.push(line.clone());
@@ -581,6 +611,22 @@ mod tests {
     fn whole_file_block_strips_one_wrapping_fence_and_crlf() {
         let e = parse_one("<file path='src/a.rs'>\r\n```rust\r\nlet x = 1;\r\n```\r\n</file>\r\n");
         assert_eq!(e.kind, EditKind::WholeFile { content: "let x = 1;\n".into() });
+    }
+
+    #[test]
+    fn copied_line_number_prefixes_are_removed() {
+        let e = parse_one("<file path=\"a.rs\">\n   1 | fn a() {\n   2 |     1\n   3 |\n   4 | }\n</file>\n");
+        assert_eq!(e.kind, EditKind::WholeFile { content: "fn a() {\n    1\n\n}\n".into() });
+        let e = parse_one(
+            "<edit path=\"a.rs\">\n<<<<<<< SEARCH\n  12 |     1\n=======\n    2\n>>>>>>> REPLACE\n</edit>\n",
+        );
+        assert_eq!(e.kind, EditKind::SearchReplace { search: "    1".into(), replace: "    2".into() });
+        let e = parse_one("<file path=\"t.md\">\n1 | a table cell\nplain line\n</file>\n");
+        assert_eq!(
+            e.kind,
+            EditKind::WholeFile { content: "1 | a table cell\nplain line\n".into() },
+            "mixed text is kept"
+        );
     }
 
     #[test]
