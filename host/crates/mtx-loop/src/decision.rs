@@ -292,6 +292,73 @@ pub fn default_failure_category(facts: &IterationFacts) -> FailureCategory {
     }
 }
 
+/// What the host observed about a failed iteration, for the 3.9.3 default classification.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureSignals {
+    /// Edits refused for scope, or evidence outside the MT's files.
+    pub scope_violation: bool,
+    /// The model call or a validation command timed out.
+    pub timed_out: bool,
+    /// The prompt did not fit, or the model stopped at its length limit.
+    pub context_overflow: bool,
+    /// Paths or symbols the output referenced that do not exist.
+    pub missing_references: Vec<String>,
+    /// A verify command that passed in an earlier iteration of this MT now fails.
+    pub regression: bool,
+    /// The same command on the same workspace state both passed and failed.
+    pub flaky: bool,
+    /// Compiler error locations of the failing commands
+    /// ([`crate::summary::extract_error_locations`]).
+    pub error_locations: Vec<crate::summary::ErrorLocation>,
+    pub claimed_complete: bool,
+    pub blocked: bool,
+    /// Validation passed but the evidence did not verify.
+    pub evidence_failed: bool,
+}
+
+/// Compiler errors in more places than this (or in more than one file) are systemic.
+pub const ISOLATED_ERROR_LOCATIONS: usize = 3;
+
+/// The 3.9.3 default classification, used when the policy gives no category. The table's
+/// rows are checked in a fixed order, most specific first: scope, timeout, context
+/// overflow, hallucinated references, regression, flakiness, compiler errors (one file
+/// and at most [`ISOLATED_ERROR_LOCATIONS`] locations = isolated, else systemic), then no
+/// claim / block / missing evidence, else `unknown`.
+pub fn classify_failure(s: &FailureSignals) -> FailureCategory {
+    if s.scope_violation {
+        return FailureCategory::ScopeViolation;
+    }
+    if s.timed_out {
+        return FailureCategory::TimeoutExceeded;
+    }
+    if s.context_overflow {
+        return FailureCategory::ContextOverflow;
+    }
+    if !s.missing_references.is_empty() {
+        return FailureCategory::HallucinationApi;
+    }
+    if s.regression {
+        return FailureCategory::LogicErrorRegression;
+    }
+    if s.flaky {
+        return FailureCategory::ValidationFlaky;
+    }
+    if !s.error_locations.is_empty() {
+        let mut files: Vec<&str> = s.error_locations.iter().map(|l| l.path.as_str()).collect();
+        files.sort_unstable();
+        files.dedup();
+        return if files.len() == 1 && s.error_locations.len() <= ISOLATED_ERROR_LOCATIONS {
+            FailureCategory::SyntaxErrorIsolated
+        } else {
+            FailureCategory::SyntaxErrorSystemic
+        };
+    }
+    if !s.claimed_complete || s.blocked || s.evidence_failed {
+        return FailureCategory::IncompleteImplementation;
+    }
+    FailureCategory::Unknown
+}
+
 /// The spec's decision logic (5.6 rules 1-6 with the forced escalation of 5.7 and the
 /// token cap of 11.4). Used when the policy component fails, and by tests.
 pub fn reference_decision(facts: &IterationFacts) -> Proposal {
@@ -925,6 +992,56 @@ mod tests {
         assert_eq!(token_use_level(1_001, 1_000_000, Some(1_000), 0), TokenUseLevel::Gate);
         assert!(!duration_poisoned(7_200_000, 3_600_000));
         assert!(duration_poisoned(7_200_001, 3_600_000));
+    }
+
+    #[test]
+    fn failure_classification_follows_3_9_3() {
+        use crate::summary::ErrorLocation;
+        let loc = |path: &str, line| ErrorLocation { path: path.into(), line, column: None };
+        let claimed = FailureSignals { claimed_complete: true, ..Default::default() };
+        let c = |f: FailureSignals| classify_failure(&f);
+        assert_eq!(
+            c(FailureSignals { scope_violation: true, timed_out: true, ..claimed.clone() }),
+            FailureCategory::ScopeViolation
+        );
+        assert_eq!(
+            c(FailureSignals { timed_out: true, ..claimed.clone() }),
+            FailureCategory::TimeoutExceeded
+        );
+        assert_eq!(
+            c(FailureSignals { context_overflow: true, ..claimed.clone() }),
+            FailureCategory::ContextOverflow
+        );
+        assert_eq!(
+            c(FailureSignals { missing_references: vec!["src/ghost.rs".into()], ..claimed.clone() }),
+            FailureCategory::HallucinationApi
+        );
+        assert_eq!(
+            c(FailureSignals { regression: true, ..claimed.clone() }),
+            FailureCategory::LogicErrorRegression
+        );
+        assert_eq!(c(FailureSignals { flaky: true, ..claimed.clone() }), FailureCategory::ValidationFlaky);
+        assert_eq!(
+            c(FailureSignals { error_locations: vec![loc("a.rs", 1), loc("a.rs", 9)], ..claimed.clone() }),
+            FailureCategory::SyntaxErrorIsolated
+        );
+        assert_eq!(
+            c(FailureSignals { error_locations: vec![loc("a.rs", 1), loc("b.rs", 9)], ..claimed.clone() }),
+            FailureCategory::SyntaxErrorSystemic
+        );
+        assert_eq!(
+            c(FailureSignals {
+                error_locations: (1..=4).map(|l| loc("a.rs", l)).collect(),
+                ..claimed.clone()
+            }),
+            FailureCategory::SyntaxErrorSystemic
+        );
+        assert_eq!(c(FailureSignals::default()), FailureCategory::IncompleteImplementation);
+        assert_eq!(
+            c(FailureSignals { evidence_failed: true, ..claimed.clone() }),
+            FailureCategory::IncompleteImplementation
+        );
+        assert_eq!(c(claimed), FailureCategory::Unknown);
     }
 
     #[test]

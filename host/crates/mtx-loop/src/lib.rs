@@ -28,11 +28,11 @@ pub use context::{
     allocate_budgets, compile_context, estimate_tokens, per_file_allowance, scope_inputs_hash,
 };
 pub use decision::{
-    Decision, EnforcedDecision, HardGateReason, InvariantViolation, IterationFacts, IterationObservation,
-    JobLimits, OverrideReason, Proposal, ProposedDecision, Streaks, TokenUseLevel, climb_ceiling,
-    completion_allowance, default_failure_category, duration_poisoned, effective_max_iterations, enforce,
-    estimated_job_budget, failure_counts, is_recoverable_block, iteration_token_cap, job_limit_gate,
-    mt_token_cap, reference_decision, starting_level, token_use_level,
+    Decision, EnforcedDecision, FailureSignals, HardGateReason, InvariantViolation, IterationFacts,
+    IterationObservation, JobLimits, OverrideReason, Proposal, ProposedDecision, Streaks, TokenUseLevel,
+    classify_failure, climb_ceiling, completion_allowance, default_failure_category, duration_poisoned,
+    effective_max_iterations, enforce, estimated_job_budget, failure_counts, is_recoverable_block,
+    iteration_token_cap, job_limit_gate, mt_token_cap, reference_decision, starting_level, token_use_level,
 };
 pub use edits::{
     EditKind, EditProblem, EditRules, FileWrite, ParsedEdits, ProposedEdit, ResolveError, ResolvedEdits,
