@@ -234,6 +234,22 @@ impl JobDir {
         Ok(Some((output, handle)))
     }
 
+    /// Atomically writes `rel` (e.g. `job.json`, `gate_decisions/<id>.json`) inside the
+    /// job directory and returns its handle (path relative to the job directory).
+    pub fn write_file(&self, rel: &str, bytes: &[u8]) -> Result<ArtifactHandle, StoreError> {
+        let path = self.resolve(rel)?;
+        atomic_write(&path, bytes).map_err(|e| StoreError::io(&path, e))?;
+        Ok(ArtifactHandle {
+            artifact_id: stable_artifact_id(bytes),
+            path: rel.to_owned(),
+            sha256: sha256_hex(bytes),
+            size_bytes: Some(bytes.len() as u64),
+            media_type: Some(
+                if rel.ends_with(".json") { "application/json" } else { "text/plain" }.to_owned(),
+            ),
+        })
+    }
+
     /// Resolves a handle path relative to this job directory, refusing escapes.
     pub fn resolve(&self, rel: &str) -> Result<PathBuf, StoreError> {
         let ok = !rel.is_empty()
@@ -300,5 +316,20 @@ pub(crate) mod tests {
         assert!(job.write_step_file(&"a".repeat(64), "../../x", b"").is_err());
         assert!(matches!(job.resolve("step_outputs/../../x"), Err(StoreError::BadPath(_))));
         assert!(matches!(job.resolve("/etc/passwd"), Err(StoreError::BadPath(_))));
+        assert!(matches!(job.write_file("../escape.json", b"{}"), Err(StoreError::BadPath(_))));
+    }
+
+    #[test]
+    fn job_files_are_written_atomically_with_a_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = StateDir::new(dir.path()).job("j").unwrap();
+        job.create().unwrap();
+        let h = job.write_file("gate_decisions/d1.json", b"{\"decision\":\"continue\"}").unwrap();
+        assert_eq!(h.path, "gate_decisions/d1.json");
+        assert_eq!(h.sha256, sha256_hex(b"{\"decision\":\"continue\"}"));
+        assert_eq!(
+            std::fs::read(job.root().join("gate_decisions/d1.json")).unwrap(),
+            b"{\"decision\":\"continue\"}"
+        );
     }
 }

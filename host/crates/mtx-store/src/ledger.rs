@@ -27,6 +27,9 @@ use crate::error::StoreError;
 /// Maximum size of a run ledger file (MTX-SPEC 11.4).
 pub const LEDGER_CAP_BYTES: u64 = 50 * 1024 * 1024;
 
+/// Share of a storage cap at which the loop emits `resource_warning` (11.4 [D]).
+pub const CAP_WARNING_RATIO: f64 = 0.8;
+
 /// The first record of a ledger.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerHeader {
@@ -388,6 +391,11 @@ impl RunLedger {
     /// Current file size, for the 80 % `resource_warning` of 11.4.
     pub fn size_bytes(&self) -> u64 {
         self.chain.len()
+    }
+
+    /// Whether the file has reached 80 % of its 50 MB cap (emit FR-EVT-MTX-001 `storage_near_cap`).
+    pub fn near_cap(&self) -> bool {
+        self.chain.len() as f64 >= LEDGER_CAP_BYTES as f64 * CAP_WARNING_RATIO
     }
 
     pub fn path(&self) -> &Path {
