@@ -2,7 +2,7 @@
 //! `<blocked>` block, decides whether a claim is well-formed, and checks its evidence
 //! against the workspace.
 //!
-//! Deliberate change from the spec ([D] 6.2 rule 2 accepted blocks inside fenced code):
+//! Deliberate change from the spec (\[D\] 6.2 rule 2 accepted blocks inside fenced code):
 //! mtx ignores completion and blocked tags that sit inside a fenced code section (opened by
 //! three or more backticks or tildes) or inside an edit block (`<file>` / `<edit>`, see [`crate::edits`]). A model quoting
 //! the template, or writing a file whose text contains the tags, must never look like a

@@ -82,7 +82,7 @@ pub fn allocate_budgets(token_budget: u32, task_tokens: u32, has_previous: bool)
     }
 }
 
-/// 7.1 [D]: `max(floor(file_contents_budget / number_of_files), 64)`; 0 without files or
+/// 7.1 \[D\]: `max(floor(file_contents_budget / number_of_files), 64)`; 0 without files or
 /// without a positive budget.
 pub fn per_file_allowance(file_contents_budget: i64, number_of_files: usize) -> u32 {
     if number_of_files == 0 || file_contents_budget <= 0 {

@@ -414,7 +414,7 @@ fn normalize_reason(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
 }
 
-/// 5.6 recoverable block [D]: the first `<blocked>` of this MT at this level whose reason
+/// 5.6 recoverable block \[D\]: the first `<blocked>` of this MT at this level whose reason
 /// differs from every earlier block reason of the MT.
 pub fn is_recoverable_block(
     reason: &str,
@@ -438,7 +438,7 @@ pub struct IterationObservation {
 }
 
 impl IterationObservation {
-    /// A failure in the sense of 5.7 [D]: validation ran and did not pass (false
+    /// A failure in the sense of 5.7 \[D\]: validation ran and did not pass (false
     /// completion, evidence failure, validation error), or edits were refused for scope.
     /// No-claim iterations and blocks are not failures.
     pub fn is_failure(&self) -> bool {
@@ -540,7 +540,7 @@ pub fn mt_token_cap(token_budget: u32) -> u64 {
     MT_TOKEN_MULTIPLE * u64::from(token_budget)
 }
 
-/// 11.3 [D]: the job's estimated budget, the sum of all MT token budgets.
+/// 11.3 \[D\]: the job's estimated budget, the sum of all MT token budgets.
 pub fn estimated_job_budget(mts: &[MicroTaskDefinition]) -> u64 {
     mts.iter().map(|m| u64::from(m.token_budget)).sum()
 }

@@ -5,6 +5,22 @@
 //! Inputs in, records out. Nothing here calls a model, runs a command, writes to the
 //! workspace, reads a clock or draws a random number; the only I/O is reading workspace
 //! files through [`WorkspaceReader`].
+//!
+//! One iteration, as the executor composes it:
+//!
+//! 1. [`compile_context`] with the MT, the [`LoopStatus`] and the previous
+//!    [`IterationSummary`] -> prompt envelope and snapshot draft (or `ContextOverflow`:
+//!    no model call). The model's completion allowance is [`completion_allowance`].
+//! 2. [`parse_edits`] + [`resolve_edits`] on the response -> [`FileWrite`]s for the Tool
+//!    Bus, scope violations, problems.
+//! 3. [`parse_completion`] -> CompletionSignal; after the writes and alongside validation,
+//!    [`verify_evidence`] for a claim.
+//! 4. [`failure_counts`] over the MT's iterations, [`is_recoverable_block`] for a block ->
+//!    [`IterationFacts`]; the policy's proposal goes through [`enforce`] (on a violation
+//!    or a failed plugin, [`reference_decision`]); [`classify_failure`] when no category
+//!    was given.
+//! 5. [`IterationReport::from_parts`] + [`summarize_iteration`] -> the next prompt's
+//!    PREVIOUS ITERATION section.
 
 pub mod completion;
 pub mod context;
