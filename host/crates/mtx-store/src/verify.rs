@@ -78,8 +78,20 @@ pub fn verify_job(state_dir: &Path, job_id: &str) -> Result<VerifyReport, StoreE
     if let Some(lines) = check_chain(&job, "run_ledger.jsonl", &mut report) {
         for (line, map) in lines {
             report.ledger_records += 1;
-            collect_handles(&Value::Object(map.clone()), &mut handles);
-            if let Err(message) = LedgerRecord::from_map(map) {
+            collect_in_map(&map, &mut handles);
+            let checked = LedgerRecord::from_map(map).and_then(|record| match record {
+                LedgerRecord::Header(h) if line != 1 => {
+                    Err(format!("a second header (ledger {})", h.ledger_id))
+                }
+                LedgerRecord::Header(h) if h.job_id != job_id => {
+                    Err(format!("the header names job {}, not {job_id}", h.job_id))
+                }
+                other if line == 1 && !matches!(other, LedgerRecord::Header(_)) => {
+                    Err(format!("the first record is {:?}, not the header", other.kind()))
+                }
+                _ => Ok(()),
+            });
+            if let Err(message) = checked {
                 report.problems.push(Problem {
                     file: "run_ledger.jsonl".into(),
                     line: Some(line),
@@ -96,8 +108,8 @@ pub fn verify_job(state_dir: &Path, job_id: &str) -> Result<VerifyReport, StoreE
         if let Some(lines) = check_chain(&job, file, &mut report) {
             for (line, map) in lines {
                 report.events += 1;
-                collect_handles(&Value::Object(map.clone()), &mut handles);
-                if let Err(message) = check_event(&map) {
+                collect_in_map(&map, &mut handles);
+                if let Err(message) = check_event(&map, job_id) {
                     report.problems.push(Problem {
                         file: file.into(),
                         line: Some(line),
@@ -200,8 +212,11 @@ fn check_chain(
     Some(lines)
 }
 
-fn check_event(map: &Map<String, Value>) -> Result<(), String> {
+fn check_event(map: &Map<String, Value>, job_id: &str) -> Result<(), String> {
     let text = |k: &str| map.get(k).and_then(Value::as_str);
+    if text("job_id") != Some(job_id) {
+        return Err(format!("event names job {:?}, not {job_id}", text("job_id")));
+    }
     let event_type = text("event_type").ok_or("event_type is missing")?;
     let spec = events::lookup(event_type).map_err(|e| e.to_string())?;
     if text("event_name") != Some(spec.name) {
@@ -218,19 +233,20 @@ fn check_event(map: &Map<String, Value>) -> Result<(), String> {
     events::validate(spec, &view, payload).map_err(|e| e.to_string())
 }
 
+fn collect_in_map(map: &Map<String, Value>, out: &mut BTreeSet<(String, String)>) {
+    if let (Some(Value::String(path)), Some(Value::String(sha))) = (map.get("path"), map.get("sha256"))
+        && sha.len() == 64
+        && sha.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        out.insert((path.clone(), sha.clone()));
+    }
+    map.values().for_each(|v| collect_handles(v, out));
+}
+
 /// Adds `(path, sha256)` of every ArtifactHandle-shaped object in `value`.
 fn collect_handles(value: &Value, out: &mut BTreeSet<(String, String)>) {
     match value {
-        Value::Object(map) => {
-            if let (Some(Value::String(path)), Some(Value::String(sha))) =
-                (map.get("path"), map.get("sha256"))
-                && sha.len() == 64
-                && sha.bytes().all(|b| b.is_ascii_hexdigit())
-            {
-                out.insert((path.clone(), sha.clone()));
-            }
-            map.values().for_each(|v| collect_handles(v, out));
-        }
+        Value::Object(map) => collect_in_map(map, out),
         Value::Array(items) => items.iter().for_each(|v| collect_handles(v, out)),
         _ => {}
     }
@@ -337,6 +353,21 @@ mod tests {
         let p = report.first_problem().expect("detected");
         assert_eq!(p.file, "progress_artifact.json");
         assert!(p.message.contains("content_sha256"), "{}", p.message);
+    }
+
+    #[test]
+    fn a_log_copied_from_another_job_is_found() {
+        let (dir, job, _) = job();
+        let state = StateDir::new(dir.path());
+        let other = state.job("job-2").unwrap();
+        other.create().unwrap();
+        std::fs::copy(job.run_ledger(), other.run_ledger()).unwrap();
+        std::fs::copy(job.events(), other.events()).unwrap();
+        let report = verify_job(dir.path(), "job-2").unwrap();
+        let files: Vec<&str> = report.problems.iter().map(|p| p.file.as_str()).collect();
+        assert_eq!(files[0], "run_ledger.jsonl");
+        assert!(report.problems[0].message.contains("names job job-1"), "{}", report.problems[0].message);
+        assert!(files.contains(&"events.jsonl"));
     }
 
     #[test]
