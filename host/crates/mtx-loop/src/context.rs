@@ -1009,6 +1009,12 @@ mod tests {
         assert!(p.contains("Previous Outcome: FIRST_ATTEMPT"));
         assert!(p.contains("Loop: Iteration 1 of 4\nMT: MT-001 - Add the parser\nModel: qwen2.5-coder:7b\n"));
         assert!(p.contains("Escalation Level: 0 of 6"));
+        let mut with_lora = status(1);
+        with_lora.lora_id = Some("rust-lora-v2".into());
+        with_lora.completed_mts = vec!["MT-000".into()];
+        let p2 = compile(&mt, &with_lora, None, &workspace()).unwrap().envelope.rendered_prompt;
+        assert!(p2.contains("Model: qwen2.5-coder:7b + LoRA: rust-lora-v2\n"));
+        assert!(p2.contains("Overall Progress: 1 of 3 MTs complete\nCompleted MTs: MT-000\n"));
         assert!(p.contains("Overall Progress: 0 of 3 MTs complete\nCompleted MTs: none"));
         assert!(c.prompt_tokens <= mt.token_budget);
     }

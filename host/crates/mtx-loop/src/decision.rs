@@ -607,6 +607,41 @@ pub fn job_limit_gate(limits: &JobLimits) -> Option<HardGateReason> {
     }
 }
 
+/// 11.4: the hard ceiling of any single model call or verify command, in milliseconds.
+pub const MAX_CALL_TIMEOUT_MS: u64 = 300_000;
+
+/// 11.4: time allowed for one iteration's model call: `min(300 s, 2 x estimate)` with the
+/// backend's latency estimate for the prompt size, 300 s without one.
+pub fn iteration_time_limit_ms(estimated_ms: Option<u64>) -> u64 {
+    estimated_ms.map_or(MAX_CALL_TIMEOUT_MS, |e| e.saturating_mul(2).min(MAX_CALL_TIMEOUT_MS))
+}
+
+/// 11.4: time allowed for one MT at one level: `max_iterations_per_mt x` the
+/// per-iteration limit.
+pub fn mt_time_limit_ms(max_iterations_per_mt: u32, per_iteration_ms: u64) -> u64 {
+    u64::from(max_iterations_per_mt).saturating_mul(per_iteration_ms)
+}
+
+/// 11.2 rule 1: after a model timeout the timeout rises by 50%, never above 300 s.
+pub fn raised_model_timeout_ms(current_ms: u64) -> u64 {
+    current_ms.saturating_add(current_ms / 2).min(MAX_CALL_TIMEOUT_MS)
+}
+
+/// 11.2 rule 3: a validation timeout is retried once with double the timeout, capped at
+/// 300000 ms.
+pub fn retried_validation_timeout_ms(timeout_ms: u64) -> u64 {
+    timeout_ms.saturating_mul(2).min(MAX_CALL_TIMEOUT_MS)
+}
+
+/// 11.2 rule 2 \[D\]: backoff before retry `attempt` (1-based) of a transient model error:
+/// 1 s, 2 s, 4 s; `None` after the third retry (then escalate).
+pub fn transient_backoff_ms(attempt: u32) -> Option<u64> {
+    match attempt {
+        1..=3 => Some(1000 << (attempt - 1)),
+        _ => None,
+    }
+}
+
 /// 11.3: the job ran longer than twice its `max_duration_ms` and is poisoned.
 pub fn duration_poisoned(elapsed_ms: u64, max_duration_ms: u64) -> bool {
     elapsed_ms > max_duration_ms.saturating_mul(POISON_DURATION_MULTIPLE)
@@ -1042,6 +1077,23 @@ mod tests {
             FailureCategory::IncompleteImplementation
         );
         assert_eq!(c(claimed), FailureCategory::Unknown);
+    }
+
+    #[test]
+    fn time_limits_follow_11_2_and_11_4() {
+        assert_eq!(iteration_time_limit_ms(None), 300_000);
+        assert_eq!(iteration_time_limit_ms(Some(20_000)), 40_000);
+        assert_eq!(iteration_time_limit_ms(Some(200_000)), 300_000);
+        assert_eq!(mt_time_limit_ms(5, 40_000), 200_000);
+        assert_eq!(raised_model_timeout_ms(100_000), 150_000);
+        assert_eq!(raised_model_timeout_ms(250_000), 300_000);
+        assert_eq!(retried_validation_timeout_ms(30_000), 60_000);
+        assert_eq!(retried_validation_timeout_ms(200_000), 300_000);
+        assert_eq!(
+            (1..=4).map(transient_backoff_ms).collect::<Vec<_>>(),
+            vec![Some(1000), Some(2000), Some(4000), None]
+        );
+        assert_eq!(transient_backoff_ms(0), None);
     }
 
     #[test]
