@@ -418,6 +418,27 @@ fn fill_disk(state: &Path) {
     // The handle stays usable for reading, and the file holds only whole records.
     let reopened = RunLedger::open(&job.run_ledger()).unwrap();
     assert!(reopened.repaired().is_none(), "the failed append left no torn line");
+    // The Flight Recorder: the main log refuses with a typed error naming it, and the
+    // hard gate that stops the job still reaches the fallback log (11.5).
+    let fr = FlightRecorder::open(&job.events(), correlation()).unwrap();
+    let mut n = 0;
+    let err = loop {
+        n += 1;
+        match fr.emit(Event::new("FR-EVT-MT-002", json!({"wp_id": WP, "mt_id": "MT-001", "iteration": n}))) {
+            Ok(_) => continue,
+            Err(e) => break e,
+        }
+    };
+    match &err {
+        StoreError::Io { path, .. } if path == &job.events() => println!("events-io-error-with-path"),
+        other => println!("unexpected {other:?}"),
+    }
+    let gate =
+        Event::new("FR-EVT-MT-006", json!({"wp_id": WP, "reason": "resource_exhausted", "mt_id": "MT-001"}));
+    match fr.emit_fallback(gate) {
+        Ok(e) if e.seq == 1 => println!("fallback-gate-recorded"),
+        other => println!("unexpected {other:?}"),
+    }
     let mut doc = progress();
     doc.extra.insert("padding".into(), json!("x".repeat(128 * 1024)));
     match ProgressStore::new(&job.progress_artifact()).save(&mut doc) {
@@ -452,7 +473,15 @@ fn a_full_disk_is_a_typed_error_naming_the_file() {
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("ledger-io-error-with-path"), "{stdout}");
     assert!(stdout.contains("progress-io-error-with-path"), "{stdout}");
+    assert!(stdout.contains("events-io-error-with-path"), "{stdout}");
+    assert!(stdout.contains("fallback-gate-recorded"), "{stdout}");
     let job = StateDir::new(dir.path()).job(JOB).unwrap();
     assert_eq!(std::fs::read(job.progress_artifact()).unwrap(), before, "the old progress file is intact");
     RunLedger::open(&job.run_ledger()).expect("the ledger chain is intact");
+    let fallback =
+        mtx_store::recorder::read_events(&job.root().join(mtx_store::recorder::FALLBACK_FILE)).unwrap();
+    assert_eq!(fallback[0].envelope.event_type, "FR-EVT-MT-006");
+    assert_eq!(fallback[0].envelope.payload["reason"], "resource_exhausted");
+    let verified = verify_job(dir.path(), JOB).unwrap();
+    assert!(verified.is_ok(), "{:?}", verified.problems);
 }
