@@ -847,6 +847,36 @@ mod tests {
         }
 
         #[test]
+        fn rendered_blocks_parse_back_to_their_evidence(
+            items in proptest::collection::vec(
+                ("[A-Za-z][A-Za-z0-9 ()_.,-]{0,40}", "[a-z][a-z0-9_/]{0,20}\\.rs", 1u64..100_000, 0u64..50),
+                1..8,
+            ),
+            arrow in 0usize..3,
+            crlf in proptest::bool::ANY,
+        ) {
+            let arrows = ["->", "=>", "\u{2192}"];
+            let lines: Vec<String> = items
+                .iter()
+                .map(|(c, p, start, len)| format!("- \"{c}\" {} {p}:{start}-{}", arrows[arrow], start + len))
+                .collect();
+            let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+            let mut text = block("MT-001", &refs);
+            if crlf {
+                text = text.replace('\n', "\r\n");
+            }
+            let s = parse_completion(&text, "MT-001");
+            proptest::prop_assert!(s.claimed_complete, "{:?}", s.parse_warnings);
+            let ev = s.evidence.unwrap();
+            proptest::prop_assert_eq!(ev.len(), items.len());
+            for (e, (c, p, start, len)) in ev.iter().zip(&items) {
+                proptest::prop_assert_eq!(&e.criterion, c.trim());
+                let loc = parse_location(&e.evidence_location).unwrap();
+                proptest::prop_assert_eq!((&loc.path, loc.start, loc.end), (p, *start, start + len));
+            }
+        }
+
+        #[test]
         fn crlf_and_lf_parse_the_same(start in 1u32..500, len in 0u32..50) {
             let line = format!("- \"c\" -> src/a.rs:{}-{}", start, start + len);
             let lf = block("MT-001", &[&line]);
