@@ -462,8 +462,8 @@ fn build(ctx: &Ctx<'_>, units: &[Unit]) -> Vec<MtDefinition> {
             }
         }
 
-        // Dependencies: declared ones, earlier parts of the same deliverable, and the latest
-        // earlier MT touching one of this MT's files.
+        // Dependencies: declared ones, earlier parts of the same deliverable, and for each of
+        // this MT's files the latest earlier MT touching it (edits of one file stay in order).
         let mut deps: BTreeSet<String> = d
             .depends_on
             .iter()
@@ -476,10 +476,12 @@ fn build(ctx: &Ctx<'_>, units: &[Unit]) -> Vec<MtDefinition> {
         {
             deps.insert(ids[i - 1].clone());
         }
-        if let Some(j) =
-            (0..i).rev().find(|&j| units[j].modify.iter().chain(&units[j].create).any(|f| own.contains(f)))
-        {
-            deps.insert(ids[j].clone());
+        for f in &own {
+            if let Some(j) =
+                (0..i).rev().find(|&j| units[j].modify.iter().chain(&units[j].create).any(|g| g == f))
+            {
+                deps.insert(ids[j].clone());
+            }
         }
         // Dependencies never point forward, so the graph stays acyclic (MT-VAL-004).
         let deps: Vec<String> = deps.into_iter().filter(|d| ids[..i].contains(d)).collect();
@@ -1052,7 +1054,7 @@ mod tests {
     }
 
     #[test]
-    fn shared_files_make_dependencies_on_the_latest_earlier_mt() {
+    fn shared_files_make_dependencies_on_the_latest_earlier_mt_per_file() {
         let mut input = packet(&["x"], &["cargo test lexer", "cargo test"], &["src/"]);
         input.packet.clause_rows = vec![
             row("Lexer tokens", &["src/lexer.rs"]),
@@ -1062,7 +1064,7 @@ mod tests {
         let mts = plan(&input).unwrap();
         assert_valid(&mts, &input);
         let deps: Vec<Vec<String>> = mts.iter().map(|m| m.depends_on.clone()).collect();
-        assert_eq!(deps, vec![vec![], vec![], vec!["MT-002".to_string()]]);
+        assert_eq!(deps, vec![vec![], vec![], vec!["MT-001".to_string(), "MT-002".to_string()]]);
         // MT-002's only file is one MT-003 changes itself, so it is not repeated as context.
         assert!(mts[2].files.read.is_empty());
     }

@@ -82,6 +82,36 @@ pub fn path_score(path: &str, words: &BTreeSet<String>) -> u32 {
     score
 }
 
+/// Flags of cargo, libtest, pytest and go test whose value is a separate word.
+const VALUE_FLAGS: &[&str] = &[
+    "-p",
+    "--package",
+    "--manifest-path",
+    "--test",
+    "--features",
+    "-F",
+    "--bin",
+    "--example",
+    "--bench",
+    "--target",
+    "--target-dir",
+    "-j",
+    "--jobs",
+    "--profile",
+    "--color",
+    "--test-threads",
+    "--skip",
+    "--format",
+    "--logfile",
+    "-Z",
+    "-m",
+    "-c",
+    "--rootdir",
+    "-tags",
+    "-timeout",
+    "-count",
+];
+
 /// The test filter of a command: the first plain argument after `cargo test`/`cargo nextest
 /// run`, or a path/node id given to `pytest`/`go test`/`npm test --`.
 pub fn test_filter(command: &str) -> Option<String> {
@@ -96,26 +126,30 @@ pub fn test_filter(command: &str) -> Option<String> {
         _ => return None,
     };
     let mut skip_value = false;
+    let mut take_next = false;
     for a in after {
+        let a = a.trim_matches(['"', '\'']);
+        if take_next {
+            return Some(a.to_string());
+        }
         if skip_value {
             skip_value = false;
             continue;
         }
-        if *a == "--" {
-            break;
-        }
-        if a.starts_with('-') {
-            // Flags that take a separate value.
-            skip_value = matches!(
-                *a,
-                "-p" | "--package" | "--manifest-path" | "--test" | "--features" | "-k" | "--bin"
-            );
-            if *a == "-k" {
-                skip_value = false;
-            }
+        // `cargo test -- <filter>`: libtest's own arguments follow `--`, the filter among them.
+        if a == "--" {
             continue;
         }
-        return Some(a.trim_matches(['"', '\'']).to_string());
+        // `pytest -k <expr>`, `go test -run <regex>`: the value is the filter.
+        if a == "-k" || a == "-run" {
+            take_next = true;
+            continue;
+        }
+        if a.starts_with('-') {
+            skip_value = VALUE_FLAGS.contains(&a);
+            continue;
+        }
+        return Some(a.to_string());
     }
     None
 }
@@ -151,7 +185,8 @@ pub fn task_tags(files: &[String], text: &str) -> Vec<String> {
         let comps: Vec<&str> = f.split('/').collect();
         for c in &comps[..comps.len().saturating_sub(1)] {
             let c = c.to_lowercase();
-            if !GENERIC_DIRS.contains(&c.as_str()) && c.len() >= 3 && !c.starts_with('.') {
+            let test_dir = c == "tests" || c == "test";
+            if !GENERIC_DIRS.contains(&c.as_str()) && !test_dir && c.len() >= 3 && !c.starts_with('.') {
                 tags.insert(c.replace('-', "_"));
             }
         }
@@ -242,6 +277,10 @@ mod tests {
         assert_eq!(test_filter("cargo test --manifest-path a/Cargo.toml"), None);
         assert_eq!(test_filter("pytest tests/test_a.py -q").as_deref(), Some("tests/test_a.py"));
         assert_eq!(test_filter("just gov-check"), None);
+        assert_eq!(test_filter("cargo test -p handshake_core -- skill_bank").as_deref(), Some("skill_bank"));
+        assert_eq!(test_filter("cargo test -- --test-threads 1 --nocapture"), None);
+        assert_eq!(test_filter("pytest -q -k 'parser and not slow'").as_deref(), Some("parser"));
+        assert_eq!(test_filter("go test ./... -run TestLexer").as_deref(), Some("./..."));
     }
 
     #[test]
