@@ -8,7 +8,7 @@
 //! that a gate refused, and never hand an engine anything the gates did not resolve.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use mtx_store::{ArtifactMeta, ArtifactStore, StoreError};
@@ -21,6 +21,7 @@ use crate::observer::{Actor, ToolBusObserver, ToolCallError, ToolCallRecord};
 use crate::op::{Budget, EngineError, EngineResult, InputRef, OpStatus, PlannedOperation, Provenance};
 use crate::registry::{EngineSpec, Registry};
 use crate::sandbox::SandboxConfig;
+use crate::shell::Spawner;
 
 /// PATH searched when the run config names none and the host has no PATH.
 const FALLBACK_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -92,6 +93,7 @@ pub struct ToolBus {
     config_hash: String,
     artifacts: ArtifactStore,
     observer: Arc<dyn ToolBusObserver>,
+    spawner: OnceLock<Spawner>,
 }
 
 /// What an engine needs from the bus for one operation.
@@ -106,6 +108,8 @@ pub(crate) struct EngineCtx<'a> {
     pub capabilities_granted: &'a [String],
     pub input_hashes: &'a [String],
     pub started_at: String,
+    /// The bus's process spawner, created on the first `engine.shell` operation.
+    pub spawner: &'a OnceLock<Spawner>,
 }
 
 impl EngineCtx<'_> {
@@ -242,7 +246,15 @@ impl ToolBus {
                 "extra_writable": config.sandbox.extra_writable,
             },
         })));
-        Ok(ToolBus { config, root, configured_path, config_hash, artifacts, observer })
+        Ok(ToolBus {
+            config,
+            root,
+            configured_path,
+            config_hash,
+            artifacts,
+            observer,
+            spawner: OnceLock::new(),
+        })
     }
 
     /// The canonical workspace root.
@@ -361,6 +373,7 @@ impl ToolBus {
             capabilities_granted: &prep.capabilities_granted,
             input_hashes: &prep.input_hashes,
             started_at,
+            spawner: &self.spawner,
         };
         match (op.engine_id.as_str(), op.operation.as_str()) {
             ("engine.shell", "exec") => match &prep.exec {

@@ -3,7 +3,8 @@
 //! (MTX-SPEC 10.10.3, 10.5 G-SAFETY.SANDBOX intent).
 //!
 //! Landlock restricts the calling thread and everything it spawns, and never lifts, so the
-//! ruleset is applied on a short-lived spawner thread, never on a host thread. What was
+//! ruleset is applied on the bus's dedicated spawner thread (`shell::Spawner`), never on a
+//! host thread. What was
 //! actually enforced is reported, never assumed: provenance records it.
 
 use std::path::PathBuf;

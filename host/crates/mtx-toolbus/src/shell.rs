@@ -13,6 +13,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
@@ -237,59 +238,103 @@ fn build_command(plan: &ExecPlan, rlimits: &[Rlimit]) -> Result<Command, RunErro
     Ok(cmd)
 }
 
-/// Spawns the child, on a short-lived thread that applies Landlock first when enabled.
-fn spawn(
-    plan: &ExecPlan,
-    workspace_root: &std::path::Path,
-    limits: &RunLimits,
-    cfg: &SandboxConfig,
-) -> Result<(Child, SandboxInfo), RunError> {
-    let mut info = SandboxInfo {
-        landlock: false,
-        landlock_status: "disabled".into(),
-        writable_paths: Vec::new(),
-        rlimits: limits
-            .rlimits
-            .iter()
-            .map(|r| (r.name.to_owned(), Value::from(r.value)))
-            .collect::<Map<_, _>>(),
-        process_group: true,
-        env_scrubbed: true,
-        stdin_null: true,
-        exec_mode: match &plan.shell {
-            Some(s) => format!("shell:{s}"),
-            None => "argv".into(),
-        },
-    };
-    let program = plan.program.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
-    let mut cmd = build_command(plan, &limits.rlimits)?;
-    if !cfg.landlock {
-        if cfg.require_landlock {
-            return Err(RunError::SandboxRequired("landlock disabled by the run config".into()));
+type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
+
+/// Spawns children on behalf of one bus. With Landlock enabled it owns a dedicated thread
+/// that restricted itself once (Landlock binds the calling thread and its descendants, for
+/// good) and then spawns every child of the bus, so the ruleset is built once per bus and
+/// no host thread is ever restricted. The thread ends when the spawner is dropped.
+pub struct Spawner {
+    tx: Option<mpsc::Sender<SpawnRequest>>,
+    wanted: bool,
+    require: bool,
+    enforced: bool,
+    status: String,
+    writable: Vec<String>,
+}
+
+impl Spawner {
+    pub fn new(workspace_root: &std::path::Path, cfg: &SandboxConfig) -> Self {
+        let mut sp = Spawner {
+            tx: None,
+            wanted: cfg.landlock,
+            require: cfg.require_landlock,
+            enforced: false,
+            status: "disabled".into(),
+            writable: Vec::new(),
+        };
+        if !cfg.landlock {
+            return sp;
         }
-        let child = cmd.spawn().map_err(|source| RunError::Spawn { program, source })?;
-        return Ok((child, info));
-    }
-    // The whole workspace is writable even when cwd is a subdirectory of it.
-    let writable = writable_paths(workspace_root, cfg);
-    info.writable_paths = writable.iter().map(|p| p.display().to_string()).collect();
-    let require = cfg.require_landlock;
-    let handle = std::thread::Builder::new()
-        .name("mtx-toolbus-spawn".into())
-        .spawn(move || {
-            let (enforced, status) = restrict_current_thread(&writable);
-            if require && !enforced {
-                return Err(RunError::SandboxRequired(status));
+        // The whole workspace is writable even when cwd is a subdirectory of it.
+        let writable = writable_paths(workspace_root, cfg);
+        sp.writable = writable.iter().map(|p| p.display().to_string()).collect();
+        let (tx, rx) = mpsc::channel::<SpawnRequest>();
+        let (status_tx, status_rx) = mpsc::channel();
+        let started = std::thread::Builder::new().name("mtx-toolbus-spawner".into()).spawn(move || {
+            let status = restrict_current_thread(&writable);
+            let _ = status_tx.send(status);
+            for (mut cmd, reply) in rx {
+                let _ = reply.send(cmd.spawn());
             }
-            let child = cmd.spawn().map_err(|source| RunError::Spawn { program, source })?;
-            Ok((child, enforced, status))
-        })
-        .map_err(|e| RunError::Spawn { program: "spawner thread".into(), source: e })?;
-    let (child, enforced, status) =
-        handle.join().map_err(|_| RunError::Wait(std::io::Error::other("the spawner thread panicked")))??;
-    info.landlock = enforced;
-    info.landlock_status = status;
-    Ok((child, info))
+        });
+        match started {
+            Ok(_) => {
+                let (enforced, status) =
+                    status_rx.recv().unwrap_or((false, "error: the spawner thread stopped".into()));
+                sp.enforced = enforced;
+                sp.status = status;
+                sp.tx = Some(tx);
+            }
+            Err(e) => sp.status = format!("error: spawner thread: {e}"),
+        }
+        sp
+    }
+
+    /// Whether Landlock confines the children of this spawner.
+    pub fn landlock_enforced(&self) -> bool {
+        self.enforced
+    }
+
+    fn spawn(&self, mut cmd: Command, program: &str) -> Result<Child, RunError> {
+        if self.require && !self.enforced {
+            return Err(RunError::SandboxRequired(self.status.clone()));
+        }
+        let spawn_err = |source| RunError::Spawn { program: program.to_owned(), source };
+        match &self.tx {
+            // Landlock was wanted and is (or was attempted to be) in force on the thread.
+            Some(tx) => {
+                let (reply_tx, reply_rx) = mpsc::channel();
+                tx.send((cmd, reply_tx))
+                    .map_err(|_| spawn_err(std::io::Error::other("the spawner thread stopped")))?;
+                reply_rx
+                    .recv()
+                    .map_err(|_| spawn_err(std::io::Error::other("the spawner thread stopped")))?
+                    .map_err(spawn_err)
+            }
+            None => cmd.spawn().map_err(spawn_err),
+        }
+    }
+
+    fn info(&self, plan: &ExecPlan, limits: &RunLimits) -> SandboxInfo {
+        SandboxInfo {
+            landlock: self.enforced,
+            landlock_status: if self.wanted { self.status.clone() } else { "disabled".into() },
+            writable_paths: if self.enforced { self.writable.clone() } else { Vec::new() },
+            rlimits: limits
+                .rlimits
+                .iter()
+                .map(|r| (r.name.to_owned(), Value::from(r.value)))
+                .collect::<Map<_, _>>(),
+            process_group: true,
+            env_scrubbed: true,
+            stdin_null: true,
+            exec_mode: match &plan.shell {
+                Some(s) => format!("shell:{s}"),
+                None => "argv".into(),
+            },
+        }
+    }
 }
 
 fn pidfd_open(pid: u32) -> Option<OwnedFd> {
@@ -302,10 +347,24 @@ fn pidfd_open(pid: u32) -> Option<OwnedFd> {
     Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// Whether the child has exited, without reaping it: while it is an unreaped zombie its
+/// pid, and so its process-group id, cannot be handed to another process.
+fn exited_unreaped(pid: u32) -> bool {
+    // SAFETY: a zeroed siginfo_t is a valid out-parameter for waitid.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid writes only into `info`; WNOWAIT leaves the child waitable, WNOHANG
+    // makes the call return at once.
+    let rc = unsafe {
+        libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT)
+    };
+    // SAFETY: after a successful waitid, si_pid is initialised (0 when nothing changed).
+    rc == 0 && unsafe { info.si_pid() } != 0
+}
+
 fn kill_group(pgid: u32) {
-    // SAFETY: killpg only sends a signal; the group id is our child's pid, which is its
-    // own group leader (process_group(0)), so no unrelated group can be named while the
-    // child is unreaped, and after reaping an ESRCH is harmless.
+    // SAFETY: killpg only sends a signal. The group id is our child's pid, its own group
+    // leader (process_group(0)); callers kill only while the leader is unreaped, so the
+    // id still names the child's group.
     unsafe {
         libc::killpg(pgid as libc::pid_t, libc::SIGKILL);
     }
@@ -361,14 +420,11 @@ fn exit_code_of(status: ExitStatus) -> i32 {
 }
 
 /// Runs a resolved plan to completion (or to its timeout) and captures its output.
-pub fn run(
-    plan: &ExecPlan,
-    workspace_root: &std::path::Path,
-    limits: &RunLimits,
-    cfg: &SandboxConfig,
-) -> Result<Captured, RunError> {
+pub fn run(plan: &ExecPlan, limits: &RunLimits, spawner: &Spawner) -> Result<Captured, RunError> {
     let started = Instant::now();
-    let (mut child, sandbox) = spawn(plan, workspace_root, limits, cfg)?;
+    let program = plan.program.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+    let sandbox = spawner.info(plan, limits);
+    let mut child = spawner.spawn(build_command(plan, &limits.rlimits)?, &program)?;
     let pid = child.id();
     let deadline = started + limits.timeout;
     let mut out = Sink { src: child.stdout.take(), buf: Vec::new(), cap: limits.stream_cap, dropped: 0 };
@@ -386,10 +442,11 @@ pub fn run(
     let mut drain_until: Option<Instant> = None;
     loop {
         if status.is_none() {
-            if let Some(s) = child.try_wait().map_err(RunError::Wait)? {
-                status = Some(s);
-                // Forked children of the command die with it (12.3 scenario 2).
+            if exited_unreaped(pid) {
+                // Forked children of the command die with it (12.3 scenario 2). The group
+                // is killed before the leader is reaped, so its id cannot have been reused.
                 kill_group(pid);
+                status = Some(child.wait().map_err(RunError::Wait)?);
                 drain_until = Some(Instant::now() + DRAIN_GRACE);
             } else if Instant::now() >= deadline {
                 kill_group(pid);
@@ -456,7 +513,8 @@ pub(crate) fn execute(ctx: &EngineCtx<'_>, plan: &ExecPlan) -> EngineResult {
         rlimits: rlimits_for(ctx.budget),
     };
     let mut result = ctx.empty_result();
-    let captured = match run(plan, ctx.workspace_root, &limits, ctx.sandbox) {
+    let spawner = ctx.spawner.get_or_init(|| Spawner::new(ctx.workspace_root, ctx.sandbox));
+    let captured = match run(plan, &limits, spawner) {
         Ok(c) => c,
         Err(e) => {
             let (status, code) = match &e {
