@@ -12,6 +12,10 @@
 //! line (no newline, or unparsable); `open` detects it and cuts it off, and the typed
 //! layer above records the repair. Anything wrong before the last line is never repaired:
 //! it is a broken chain. This module never rewrites or removes a complete record.
+//!
+//! A writer holds an exclusive `flock` on the file for as long as it is open, so a second
+//! writer (say `mtx resume` while the job still runs) gets `Busy` instead of forking the
+//! chain; the kernel drops the lock when a process dies. Readers take no lock.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -214,6 +218,21 @@ fn seal(seq: u64, prev_hash: &str, body: &Map<String, Value>) -> Vec<u8> {
     unsealed
 }
 
+fn lock_exclusive(file: &File, path: &Path) -> Result<(), StoreError> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a file descriptor this function borrows for the call's duration.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Err(StoreError::Busy { path: path.to_owned() })
+    } else {
+        Err(StoreError::io(path, err))
+    }
+}
+
 /// An open chain file positioned for appending.
 #[derive(Debug)]
 pub struct ChainFile {
@@ -247,6 +266,7 @@ impl ChainFile {
                 StoreError::io(path, e)
             }
         })?;
+        lock_exclusive(&file, path)?;
         // The new directory entry must survive a crash as well as the records.
         sync_dir(dir).map_err(|e| StoreError::io(dir, e))?;
         Ok(Self {
@@ -268,6 +288,7 @@ impl ChainFile {
     ) -> Result<(Self, OpenedChain), StoreError> {
         let mut file =
             OpenOptions::new().append(true).read(true).open(path).map_err(|e| StoreError::io(path, e))?;
+        lock_exclusive(&file, path)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(|e| StoreError::io(path, e))?;
         let scan = scan(&bytes);
@@ -435,6 +456,17 @@ mod tests {
         assert!(s.defect.is_none() && s.torn.is_none());
         assert_eq!(s.lines.len(), 5);
         assert_eq!(s.lines[2].offset, batch[1].offset);
+    }
+
+    #[test]
+    fn a_second_writer_is_refused_until_the_first_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.jsonl");
+        let first = ChainFile::create(&path, u64::MAX, "test").unwrap();
+        assert!(matches!(ChainFile::open(&path, u64::MAX, "test"), Err(StoreError::Busy { .. })));
+        assert!(scan(&std::fs::read(&path).unwrap()).defect.is_none(), "readers need no lock");
+        drop(first);
+        ChainFile::open(&path, u64::MAX, "test").unwrap();
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub enum StoreError {
     Sqlite { path: PathBuf, source: rusqlite::Error },
     #[error("{path} already exists")]
     AlreadyExists { path: PathBuf },
+    /// Another open handle (this process or another) is appending to the log.
+    #[error("{path} is open for writing elsewhere (another mtx process runs this job)")]
+    Busy { path: PathBuf },
 }
 
 impl StoreError {

@@ -501,8 +501,10 @@ pub(crate) mod tests {
             resume_reason: "pause_point:MT-002".into(),
         }))
         .unwrap();
+        let in_memory = l.fold();
+        drop(l);
         let folded = RunLedger::open(&path).unwrap().fold();
-        assert_eq!(folded, l.fold());
+        assert_eq!(folded, in_memory);
         assert_eq!(folded.steps.len(), 2);
         assert_eq!(folded.steps[0].step_id, "MT-001_iter-001");
         assert_eq!(folded.steps[0].status, LedgerStepStatus::Completed);

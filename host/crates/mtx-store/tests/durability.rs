@@ -415,7 +415,8 @@ fn fill_disk(state: &Path) {
         StoreError::Io { path, .. } if path == &job.run_ledger() => println!("ledger-io-error-with-path"),
         other => println!("unexpected {other:?}"),
     }
-    // The handle stays usable for reading, and the file holds only whole records.
+    // The file holds only whole records.
+    drop(ledger);
     let reopened = RunLedger::open(&job.run_ledger()).unwrap();
     assert!(reopened.repaired().is_none(), "the failed append left no torn line");
     // The Flight Recorder: the main log refuses with a typed error naming it, and the
