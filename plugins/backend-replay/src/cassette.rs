@@ -267,6 +267,21 @@ mod tests {
         assert!(c.complete(&req).is_err());
     }
 
+    /// The example of the README, kept as a fixture so the documented format stays valid.
+    #[test]
+    fn the_documented_example_plays() {
+        let c = Cassette::parse(include_str!("../tests/fixtures/example.cassette.json")).unwrap();
+        assert_eq!(c.describe("qwen2.5-coder:14b").unwrap().context_window, 16384);
+        let first = c.complete(&request("MT-001", 0, 1, "x")).unwrap();
+        assert_eq!(first.usage.total_tokens, 1240);
+        assert!(
+            matches!(c.complete(&request("MT-001", 0, 2, "x")), Err(ModelError::Transient(m)) if m == "recorded 503")
+        );
+        let done = c.complete(&request("MT-001", 1, 1, "x")).unwrap();
+        assert!(done.text.starts_with("<mt_complete>"));
+        assert_eq!(done.finish_reason, FinishReason::Stop);
+    }
+
     #[test]
     fn bad_cassettes_are_refused() {
         for bad in [
