@@ -143,20 +143,23 @@ fn python_error(line: &str) -> Option<&str> {
 
 /// The category of an iteration that did not succeed, most specific evidence first.
 ///
-/// Order: context overflow and timeouts explain missing output, so they come first; a
-/// scope refusal is a policy breach whatever else happened; unresolved names are a kind
-/// of compile error, so they are checked before plain compile errors; compile errors
-/// also make earlier-passing tests fail, so they are checked before regressions.
+/// Order, as the host's fallback classification (mtx-loop `classify_failure`) has it: a
+/// scope refusal is a policy breach whatever else happened; timeouts and context overflow
+/// explain missing output; unresolved names are a kind of compile error, so they come
+/// before plain compile errors. One deliberate difference: compile errors are checked
+/// before regressions, because a build that breaks makes every earlier-passing test fail,
+/// and calling that a logic regression would keep the MT escalated (5.10 rule 3.2) for
+/// what is usually a local syntax slip.
 pub fn categorize(input: &DecisionInput) -> FailureCategory {
-    if input.context_overflow || input.model_error == Some(ModelErrorKind::ContextOverflow) {
-        return FailureCategory::ContextOverflow;
+    if !input.scope_violations.is_empty() {
+        return FailureCategory::ScopeViolation;
     }
     let spec_timed_out = input.spec_outcomes.iter().any(|o| o.timed_out);
     if spec_timed_out || input.model_error == Some(ModelErrorKind::Timeout) {
         return FailureCategory::TimeoutExceeded;
     }
-    if !input.scope_violations.is_empty() {
-        return FailureCategory::ScopeViolation;
+    if input.context_overflow || input.model_error == Some(ModelErrorKind::ContextOverflow) {
+        return FailureCategory::ContextOverflow;
     }
     let diags = diagnostics(&input.spec_outcomes);
     if !input.missing_references.is_empty() || diags.unresolved > 0 {
@@ -174,7 +177,9 @@ pub fn categorize(input: &DecisionInput) -> FailureCategory {
     if regressed(input) {
         return FailureCategory::LogicErrorRegression;
     }
-    if !input.claimed_complete || input.malformed_claim || input.blocked {
+    // No claim, a block, or done criteria without valid evidence (3.9.3).
+    let evidence_failed = input.evidence_verified == Some(false);
+    if !input.claimed_complete || input.malformed_claim || input.blocked || evidence_failed {
         return FailureCategory::IncompleteImplementation;
     }
     FailureCategory::Unknown
@@ -278,6 +283,35 @@ mod tests {
     }
 
     #[test]
+    fn scope_outranks_timeout_which_outranks_overflow() {
+        let mut i = input();
+        let mut spec = failed_spec(0, ONE_ERROR);
+        spec.timed_out = true;
+        i.spec_outcomes = vec![spec];
+        i.context_overflow = true;
+        assert_eq!(categorize(&i), FailureCategory::TimeoutExceeded);
+        i.scope_violations = vec!["x".into()];
+        assert_eq!(categorize(&i), FailureCategory::ScopeViolation);
+    }
+
+    #[test]
+    fn compile_errors_outrank_regressions() {
+        let mut i = input();
+        i.claimed_complete = true;
+        i.spec_outcomes = vec![failed_spec(0, ONE_ERROR)];
+        i.history = vec![IterationSummary {
+            iteration: 1,
+            level: 0,
+            claimed_complete: true,
+            validation_passed: Some(true),
+            failure_category: None,
+            blocked_reason: None,
+            passed_specs: vec![0],
+        }];
+        assert_eq!(categorize(&i), FailureCategory::SyntaxErrorIsolated);
+    }
+
+    #[test]
     fn scope_timeout_and_overflow_categories() {
         let mut i = input();
         i.scope_violations = vec!["/etc/passwd".into()];
@@ -303,6 +337,9 @@ mod tests {
         i.spec_outcomes = vec![failed_spec(0, "assertion failed\n")];
         assert_eq!(categorize(&i), FailureCategory::Unknown);
         i.malformed_claim = true;
+        assert_eq!(categorize(&i), FailureCategory::IncompleteImplementation);
+        i.malformed_claim = false;
+        i.evidence_verified = Some(false);
         assert_eq!(categorize(&i), FailureCategory::IncompleteImplementation);
     }
 }
