@@ -79,7 +79,7 @@ pub struct JobDir {
 
 /// The "step finished" record, `step_outputs/<idempotency_key>/output.json` (8.1).
 ///
-/// The 8.1 fields, plus [D] `mt_id` and the finished step's `iteration_record`, so a
+/// The 8.1 fields, plus \[D\] `mt_id` and the finished step's `iteration_record`, so a
 /// progress artifact lost to corruption can be rebuilt exactly from step outputs (8.6).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepOutput {

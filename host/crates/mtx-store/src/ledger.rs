@@ -27,7 +27,7 @@ use crate::error::StoreError;
 /// Maximum size of a run ledger file (MTX-SPEC 11.4).
 pub const LEDGER_CAP_BYTES: u64 = 50 * 1024 * 1024;
 
-/// Share of a storage cap at which the loop emits `resource_warning` (11.4 [D]).
+/// Share of a storage cap at which the loop emits `resource_warning` (11.4 \[D\]).
 pub const CAP_WARNING_RATIO: f64 = 0.8;
 
 /// The first record of a ledger.

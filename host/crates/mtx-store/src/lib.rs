@@ -19,6 +19,23 @@
 //! - `artifact`: the content-addressed `ArtifactStore`.
 //! - `failpoint`: SIGKILL crash points for the crash tests.
 //!
+//! One iteration with this crate, in the order of MTX-SPEC 8.4:
+//!
+//! ```text
+//! recorder.emit(Event::new("FR-EVT-MT-002", payload))        write-ahead, fsynced
+//! ledger.append_step(step in_progress)                       durable before the model call
+//! job.write_step_file(key, "response.txt", bytes)             verbatim, atomic
+//! job.write_step_output(&StepOutput { .. })                   commit marker, written last
+//! ledger.append_step(step completed + output_artifact_ref)
+//! progress.save(&mut artifact)                                atomic replace, validated
+//! recorder.emit(Event::new("FR-EVT-MT-003", payload))
+//! history.index_event(job_id, &stored)                        optional; reindex rebuilds it
+//! ```
+//!
+//! At startup: `recovery::scan`, then per job `recovery::plan`, emit
+//! `recovery::recovery_event` (FR-EVT-WF-RECOVERY), `recovery::apply`. A log has one
+//! writer: share one `FlightRecorder` (it is `Sync`) and one `RunLedger` per job.
+//!
 //! Invariant: a ledger or event record is on disk (fsynced) before `append` / `emit`
 //! returns, and no complete record is ever rewritten or removed; only a torn final line
 //! is cut off, and that repair is itself recorded.

@@ -7,7 +7,7 @@
 //! the 10 MB cap of 11.4, and replaces the file atomically (temp file, fsync, rename,
 //! directory fsync), so a crash leaves the old or the new file, never a torn one.
 //!
-//! Every saved document carries `content_sha256` [D], the SHA-256 of its canonical JSON
+//! Every saved document carries `content_sha256` \[D\], the SHA-256 of its canonical JSON
 //! without that member, so an edit of the file is caught on load and by `mtx verify`
 //! (the spec keeps unknown fields, so older readers ignore it). A file without the member
 //! still loads; a file whose member disagrees is `StateCorruption`.

@@ -8,7 +8,7 @@
 //!
 //! When the main log cannot be written, `emit` returns the typed error; the only event
 //! that may then go to the fallback log `events.fallback.jsonl` is the hard gate
-//! (FR-EVT-MT-006) that stops the job (11.5 item 1 [D]). The recorder never edits or
+//! (FR-EVT-MT-006) that stops the job (11.5 item 1 \[D\]). The recorder never edits or
 //! removes a recorded event, and never records raw prompts or responses: callers pass
 //! hashes and artifact refs, and secret-named keys are redacted here.
 
@@ -194,7 +194,7 @@ impl FlightRecorder {
     }
 
     /// Records a hard-gate event (FR-EVT-MT-006) in `events.fallback.jsonl` when the main
-    /// log is unavailable (11.5 item 1 [D]). Any other event type is refused.
+    /// log is unavailable (11.5 item 1 \[D\]). Any other event type is refused.
     pub fn emit_fallback(&self, event: Event) -> Result<EventEnvelope, StoreError> {
         if event.event_type != "FR-EVT-MT-006" {
             return Err(StoreError::invalid(
