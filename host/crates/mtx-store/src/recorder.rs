@@ -180,8 +180,9 @@ impl FlightRecorder {
 
     /// `emit`, also returning the byte offset of the record (for the Job History index).
     pub fn emit_stored(&self, event: Event) -> Result<StoredEvent, StoreError> {
-        let body = self.prepare(event)?;
+        // Stamp the event under the lock so timestamps never run backwards along `seq`.
         let mut logs = self.lock();
+        let body = self.prepare(event)?;
         let appended = logs.main.append(&body)?;
         drop(logs);
         let envelope = to_envelope(appended.record, &self.main_path)?;
@@ -205,8 +206,8 @@ impl FlightRecorder {
                 ),
             ));
         }
-        let body = self.prepare(event)?;
         let mut logs = self.lock();
+        let body = self.prepare(event)?;
         if logs.fallback.is_none() {
             let file = if self.fallback_path.exists() {
                 ChainFile::open(&self.fallback_path, u64::MAX, "events.fallback")?.0
@@ -367,6 +368,27 @@ pub(crate) mod tests {
         assert_eq!(stored.len(), 2);
         assert_eq!(stored[1].envelope, b);
         assert_eq!(stored[0].offset, 0);
+    }
+
+    #[test]
+    fn concurrent_emitters_share_one_ordered_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let fr = std::sync::Arc::new(FlightRecorder::create(&path, correlation()).unwrap());
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let fr = fr.clone();
+                std::thread::spawn(move || {
+                    for n in 1..=5 {
+                        fr.emit(started(&format!("MT-00{}", t + 1), n)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        let events = read_events(&path).unwrap();
+        assert_eq!(events.len(), 20);
+        assert!(events.windows(2).all(|w| w[0].envelope.timestamp <= w[1].envelope.timestamp));
     }
 
     #[test]
