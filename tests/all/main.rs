@@ -1,1 +1,3 @@
-//! mtx integration tests
+//! mtx integration tests: one binary, one module per suite.
+
+mod plugins;

@@ -1,1 +1,1 @@
-//! test support
+//! Support for the mtx integration tests: temp workspaces, scripted runs, assertions.
