@@ -258,7 +258,7 @@ impl ChainFile {
     /// Creates a new, empty chain file; fails if it exists.
     pub fn create(path: &Path, cap: u64, failpoint_prefix: &'static str) -> Result<Self, StoreError> {
         let dir = path.parent().unwrap_or_else(|| Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        crate::fsutil::create_dir_durable(dir).map_err(|e| StoreError::io(dir, e))?;
         let file = OpenOptions::new().append(true).read(true).create_new(true).open(path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
                 StoreError::AlreadyExists { path: path.to_owned() }

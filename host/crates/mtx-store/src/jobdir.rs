@@ -139,9 +139,8 @@ impl JobDir {
     pub fn create(&self) -> Result<(), StoreError> {
         for sub in JOB_SUBDIRS {
             let dir = self.root.join(sub);
-            std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+            crate::fsutil::create_dir_durable(&dir).map_err(|e| StoreError::io(&dir, e))?;
         }
-        crate::fsutil::sync_dir(&self.root).map_err(|e| StoreError::io(&self.root, e))?;
         Ok(())
     }
 
