@@ -5,7 +5,9 @@
 //! Budgets follow 7.1 (`bytes_div_4` estimate, fixed 300 / 200 tokens for system rules and
 //! loop context, `min(500, task)` for the task, 200 for the previous output, the rest for
 //! files, per-file allowance `max(floor(files / n), 64)`); truncation follows 7.3; files that
-//! do not fit are cut to lexical chunks (7.5) or listed by name. The nominal budgets are
+//! do not fit are cut to lexical chunks (7.5) or listed by name; what files that fit whole
+//! leave of their allowance is offered, in path order, to the files that were cut (a
+//! second pass, so the FILES budget is not left idle). The nominal budgets are
 //! recorded as they are, and in addition the rendered prompt never exceeds `token_budget`:
 //! files get at most what the other sections leave over.
 //!
@@ -570,7 +572,25 @@ fn render_file(
         s.push('\n');
         s
     };
-    let fits = |trial: &[(usize, usize)]| estimate_tokens(&render_chunks(trial)) <= allowance;
+    // Sizing a trial by rendering it would make the fitting loop quadratic in the file
+    // size; the rendered length is computed from per-line prefix sums instead (the test
+    // `chunk_size_arithmetic_matches_rendering` keeps the two in step).
+    let mut prefix = Vec::with_capacity(lines.len() + 1);
+    prefix.push(0usize);
+    for l in &lines {
+        prefix.push(prefix.last().copied().unwrap_or(0) + width + 3 + l.len() + 1);
+    }
+    let separator_len = format!("{:>width$} |\n", "...").len();
+    let chunk_bytes = |chosen: &[(usize, usize)]| -> usize {
+        let ranges: Vec<String> = chosen.iter().map(|(a, b)| format!("{a}-{b}")).collect();
+        let head = heading(entry, &format!("lines {} of {}", ranges.join(", "), lines.len())).len();
+        let body: usize = chosen.iter().map(|(a, b)| prefix[*b] - prefix[*a - 1]).sum();
+        head + 2 * (fence.len() + 1) + chosen.len().saturating_sub(1) * separator_len + body
+    };
+    debug_assert!(
+        candidates.first().is_none_or(|c| chunk_bytes(&[c.range]) == render_chunks(&[c.range]).len())
+    );
+    let fits = |trial: &[(usize, usize)]| chunk_bytes(trial).div_ceil(4) <= allowance as usize;
     let full_widen = if retrieval.include_neighbors { retrieval.neighbor_lines as usize } else { 0 };
     for candidate in &candidates {
         let mut trial = chosen.clone();
@@ -603,6 +623,11 @@ fn render_file(
         return r;
     }
     let rendered = render_chunks(&chosen);
+    debug_assert_eq!(
+        chunk_bytes(&chosen),
+        rendered.len(),
+        "chunk size arithmetic out of step with rendering"
+    );
     FileRender {
         source: SnapshotSource {
             path: entry.path.clone(),
@@ -647,6 +672,7 @@ fn render_files(
     let reserved: u32 =
         entries.iter().map(|e| estimate_tokens(&heading(e, "content omitted: over budget"))).sum();
     let mut remaining = budget.unwrap_or(0).saturating_sub(reserved);
+    let mut results: Vec<FileRender> = Vec::with_capacity(entries.len());
     for entry in entries {
         let r = match (&entry.bytes, budget) {
             (None, _) if entry.role == Role::Create => name_only(entry, "new file", false, None),
@@ -661,6 +687,26 @@ fn render_files(
                 r
             }
         };
+        results.push(r);
+    }
+    // Second pass: what files that fit whole left of their allowance goes, in path order,
+    // to the files that were cut, so the FILES budget is not left idle.
+    if budget.is_some() {
+        for (entry, r) in entries.iter().zip(results.iter_mut()) {
+            let Some(bytes) = &entry.bytes else { continue };
+            if remaining == 0 || !r.source.truncated {
+                continue;
+            }
+            let current = estimate_tokens(&r.text);
+            let wider = render_file(entry, bytes, current + remaining, terms, retrieval);
+            let wider_tokens = estimate_tokens(&wider.text);
+            if wider_tokens > current {
+                remaining = (current + remaining).saturating_sub(wider_tokens);
+                *r = wider;
+            }
+        }
+    }
+    for r in results {
         out.truncated |= r.source.truncated;
         out.candidates += r.candidates;
         out.selected += r.selected;
@@ -1228,6 +1274,54 @@ mod tests {
             assert!(a <= 300 && 300 <= b && b - a < 40, "{:?}", src.line_ranges);
         }
         assert!(c.prompt_tokens <= 4096);
+    }
+
+    #[test]
+    fn allowance_left_by_small_files_goes_to_cut_files() {
+        let mut mt = mt_with_files(&["README.md"], &["src/a.rs"], &[]);
+        mt.token_budget = 2048;
+        let many: String = (1..=3000)
+            .map(|n| {
+                if n % 100 == 0 {
+                    format!("fn parse_config_{n}() {{}}\n")
+                } else {
+                    format!("// filler {n}\n")
+                }
+            })
+            .collect();
+        let reader = MemReader::new([("README.md", "# Demo\n".to_string()), ("src/a.rs", many)]);
+        let c = compile(&mt, &status(1), None, &reader).unwrap();
+        let allowance = per_file_allowance(c.budgets.file_contents, 2);
+        let a = &c.snapshot.sources[1];
+        assert_eq!(a.mode, SourceMode::Chunks);
+        assert!(a.tokens > allowance, "{} <= {allowance}", a.tokens);
+        assert!(c.prompt_tokens <= 2048);
+    }
+
+    #[test]
+    fn chunk_size_arithmetic_matches_rendering() {
+        // Debug builds assert the computed size against the rendered text for every file
+        // cut to chunks; this compiles files of many shapes to exercise that check.
+        for (lines, every) in [(300, 7), (5000, 50), (120, 1), (12_000, 999)] {
+            let text: String = (1..=lines)
+                .map(|n| {
+                    if n % every == 0 {
+                        format!("let parse_config = {n};\n")
+                    } else {
+                        format!("x{}\n", "y".repeat(n % 70))
+                    }
+                })
+                .collect();
+            let mt = mt_with_files(&[], &["src/a.rs"], &[]);
+            let c = compile(&mt, &status(1), None, &MemReader::new([("src/a.rs", text)])).unwrap();
+            let src = &c.snapshot.sources[0];
+            assert!(
+                src.mode == SourceMode::Chunks || src.mode == SourceMode::Full,
+                "{lines}: {:?}",
+                src.mode
+            );
+            assert!(c.prompt_tokens <= mt.token_budget);
+        }
     }
 
     #[test]
