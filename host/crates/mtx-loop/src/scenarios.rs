@@ -161,3 +161,61 @@ fn a_false_claim_is_reported_in_the_next_prompt() {
     assert!(prompt.contains("Evidence problem: src/a.rs:7 (range_out_of_bounds)"));
     assert!(prompt.contains("   2 |     2"), "the file shows the model's edit with line numbers");
 }
+
+const FRAGMENTS: [&str; 22] = [
+    "<file path=\"src/a.rs\">",
+    "</file>",
+    "<edit path=\"src/a.rs\">",
+    "</edit>",
+    "<<<<<<< SEARCH",
+    "=======",
+    ">>>>>>> REPLACE",
+    "```",
+    "~~~",
+    "```rust",
+    "<mt_complete>",
+    "</mt_complete>",
+    "MT_ID: MT-001",
+    "EVIDENCE:",
+    "- \"c\" -> src/a.rs:1",
+    "<blocked>",
+    "REASON: x",
+    "</blocked>",
+    "fn old() {}",
+    "   1 | x",
+    "\r",
+    "ü{file}",
+];
+
+proptest::proptest! {
+    /// Arbitrary interleavings of protocol fragments never panic any step, quoted spans
+    /// stay inside the text, and a claim is always for the current MT.
+    #[test]
+    fn protocol_fragments_in_any_order_are_handled(
+        picks in proptest::collection::vec((0usize..FRAGMENTS.len(), proptest::bool::ANY), 0..40),
+    ) {
+        let mut text = String::new();
+        for (i, newline) in picks {
+            text.push_str(FRAGMENTS[i]);
+            if newline {
+                text.push('\n');
+            }
+        }
+        for span in crate::edits::edit_block_spans(&text) {
+            proptest::prop_assert!(span.start <= span.end && span.end <= text.len());
+        }
+        let mt = mt_with_files(&["README.md"], &["src/a.rs"], &[]);
+        let ws = MemReader::new([("src/a.rs", "fn old() {}\n")]);
+        let resolved = resolve_edits(&parse_edits(&text), &mt, &ws, &EditRules::default()).unwrap();
+        for w in &resolved.writes {
+            proptest::prop_assert_eq!(w.path.as_str(), "src/a.rs");
+        }
+        let signal = parse_completion(&text, "MT-001");
+        if signal.claimed_complete {
+            proptest::prop_assert_eq!(signal.claimed_mt_id.as_deref(), Some("MT-001"));
+            proptest::prop_assert!(signal.evidence.as_ref().is_some_and(|e| !e.is_empty()));
+        }
+        let check = verify_evidence(&signal, &mt, &ws);
+        proptest::prop_assert!(signal.claimed_complete || !check.verified, "no claim is never verified");
+    }
+}
