@@ -677,6 +677,10 @@ fn render_files(
         let r = match (&entry.bytes, budget) {
             (None, _) if entry.role == Role::Create => name_only(entry, "new file", false, None),
             (None, _) => name_only(entry, "missing or unreadable", false, None),
+            // Binary content is noise to a model and may not even be valid UTF-8.
+            (Some(bytes), _) if bytes.contains(&0) => {
+                name_only(entry, "binary, content not shown", false, Some(sha256_hex(bytes)))
+            }
             (Some(bytes), None) => {
                 name_only(entry, "content omitted: over budget", true, Some(sha256_hex(bytes)))
             }
@@ -1124,6 +1128,21 @@ mod tests {
         let reader = MemReader::new([("src/new.rs", "pub fn n() {}\n")]);
         let p = compile(&mt, &status(2), None, &reader).unwrap().envelope.rendered_prompt;
         assert!(p.contains("### src/new.rs (create)\n```\n   1 | pub fn n() {}\n"));
+    }
+
+    #[test]
+    fn binary_file_is_listed_by_name_with_its_hash() {
+        let mt = mt_with_files(&["assets/logo.png"], &["src/a.rs"], &[]);
+        let mut reader = workspace();
+        reader.files.insert("assets/logo.png".into(), vec![0x89, b'P', b'N', b'G', 0, 0, 1]);
+        let c = compile(&mt, &status(1), None, &reader).unwrap();
+        assert!(
+            c.envelope
+                .rendered_prompt
+                .contains("### assets/logo.png (read-only; binary, content not shown)\n")
+        );
+        assert_eq!(c.snapshot.sources[0].mode, SourceMode::Omitted);
+        assert!(c.snapshot.sources[0].sha256.is_some());
     }
 
     #[test]

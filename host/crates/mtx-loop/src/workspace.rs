@@ -17,6 +17,10 @@ pub trait WorkspaceReader {
     fn read(&self, rel_path: &str) -> Result<Option<Vec<u8>>, io::Error>;
 }
 
+/// Largest file [`DirReader`] reads: a prompt holds a few thousand tokens, so a bigger
+/// file can only be shown as chunks, and reading gigabytes to pick them is not worth it.
+pub const MAX_READ_BYTES: u64 = 16 * 1024 * 1024;
+
 /// A [`WorkspaceReader`] over a directory on disk.
 ///
 /// Refuses relative paths that are absolute, contain `..`, backslashes or NUL, and paths
@@ -61,8 +65,18 @@ impl WorkspaceReader for DirReader {
                 format!("workspace path {rel_path:?} resolves outside the workspace root"),
             ));
         }
-        if canonical.is_dir() {
+        let meta = std::fs::metadata(&canonical)?;
+        if meta.is_dir() {
             return Ok(None);
+        }
+        if meta.len() > MAX_READ_BYTES {
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                format!(
+                    "workspace file {rel_path:?} has {} bytes, more than the {MAX_READ_BYTES} a read allows",
+                    meta.len()
+                ),
+            ));
         }
         match std::fs::read(&canonical) {
             Ok(bytes) => Ok(Some(bytes)),
@@ -191,6 +205,15 @@ mod tests {
         assert_eq!(r.read("src/lib.rs").unwrap().unwrap(), b"fn a() {}\n");
         assert_eq!(r.read("src/missing.rs").unwrap(), None);
         assert_eq!(r.read("src").unwrap(), None, "a directory is not a file");
+    }
+
+    #[test]
+    fn dir_reader_refuses_oversized_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = std::fs::File::create(dir.path().join("big.bin")).unwrap();
+        f.set_len(MAX_READ_BYTES + 1).unwrap();
+        let r = DirReader::new(dir.path()).unwrap();
+        assert_eq!(r.read("big.bin").unwrap_err().kind(), io::ErrorKind::FileTooLarge);
     }
 
     #[test]
