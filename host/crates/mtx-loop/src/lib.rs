@@ -56,6 +56,9 @@ pub use edits::{
     EditKind, EditProblem, EditRules, FileWrite, ParsedEdits, ProposedEdit, ResolveError, ResolvedEdits,
     edit_block_spans, parse_edits, resolve_edits,
 };
+/// The retrieval settings [`CompileInput`] takes (MTX-SPEC 3.16.1), re-exported so callers
+/// need not name the mtx-types module.
+pub use mtx_types::context::RetrievalConfig;
 pub use summary::{
     ErrorLocation, FailedCommand, IterationReport, IterationSummary, PreviousOutcome,
     extract_error_locations, first_error_lines, summarize_iteration,
