@@ -524,6 +524,23 @@ pub fn climb_ceiling(target: Option<EscalationTarget>, chain: &[EscalationLevel]
     }
 }
 
+/// The hard gate that entering `next_level` raises (5.5 table), if any: a level past the
+/// end of the chain or a `HARD_GATE` level gives `escalation_exhausted`; a cloud level
+/// when cloud is not allowed gives `cloud_escalation_disallowed`. An allowed cloud level
+/// raises none here: its consent flow (5.14) is the caller's.
+pub fn entering_level_gate(
+    next_level: u32,
+    chain: &[EscalationLevel],
+    cloud_allowed: bool,
+) -> Option<HardGateReason> {
+    match chain.iter().find(|l| l.level == next_level) {
+        None => Some(HardGateReason::EscalationExhausted),
+        Some(l) if l.is_gate_only() => Some(HardGateReason::EscalationExhausted),
+        Some(l) if l.is_cloud && !cloud_allowed => Some(HardGateReason::CloudEscalationDisallowed),
+        Some(_) => None,
+    }
+}
+
 /// 11.4: hard cap of one iteration (prompt + completion).
 pub fn iteration_token_cap(token_budget: u32) -> u64 {
     ITERATION_TOKEN_MULTIPLE * u64::from(token_budget)
@@ -998,6 +1015,15 @@ mod tests {
         assert_eq!(climb_ceiling(Some(EscalationTarget::LocalLarge), &chain(), 0), 4);
         assert_eq!(climb_ceiling(Some(EscalationTarget::HumanReview), &chain(), 2), 2);
         assert_eq!(climb_ceiling(Some(EscalationTarget::RoleMailbox), &chain(), 0), 0);
+    }
+
+    #[test]
+    fn entering_a_gate_or_disallowed_cloud_level_is_a_hard_gate() {
+        assert_eq!(entering_level_gate(1, &chain(), false), None);
+        assert_eq!(entering_level_gate(5, &chain(), true), Some(HardGateReason::EscalationExhausted));
+        assert_eq!(entering_level_gate(6, &chain(), false), Some(HardGateReason::CloudEscalationDisallowed));
+        assert_eq!(entering_level_gate(6, &chain(), true), None);
+        assert_eq!(entering_level_gate(7, &chain(), true), Some(HardGateReason::EscalationExhausted));
     }
 
     #[test]

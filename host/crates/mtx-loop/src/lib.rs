@@ -47,9 +47,9 @@ pub use decision::{
     Decision, EnforcedDecision, FailureSignals, HardGateReason, InvariantViolation, IterationFacts,
     IterationObservation, JobLimits, OverrideReason, Proposal, ProposedDecision, Streaks, TokenUseLevel,
     classify_failure, climb_ceiling, completion_allowance, default_failure_category, duration_poisoned,
-    effective_max_iterations, enforce, estimated_job_budget, failure_counts, is_recoverable_block,
-    iteration_time_limit_ms, iteration_token_cap, job_limit_gate, mt_time_limit_ms, mt_token_cap,
-    raised_model_timeout_ms, reference_decision, retried_validation_timeout_ms, starting_level,
+    effective_max_iterations, enforce, entering_level_gate, estimated_job_budget, failure_counts,
+    is_recoverable_block, iteration_time_limit_ms, iteration_token_cap, job_limit_gate, mt_time_limit_ms,
+    mt_token_cap, raised_model_timeout_ms, reference_decision, retried_validation_timeout_ms, starting_level,
     token_use_level, transient_backoff_ms,
 };
 pub use edits::{
