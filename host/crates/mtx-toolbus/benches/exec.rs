@@ -71,8 +71,12 @@ fn gated_run(bus: &ToolBus, command: &str, spawner: &Spawner) -> usize {
     c.stdout.len()
 }
 
-fn bare(argv: &[&str], cwd: &std::path::Path) -> usize {
-    let out = Command::new(argv[0])
+fn bare(argv: &[&str], cwd: &std::path::Path, scrubbed: bool) -> usize {
+    let mut cmd = Command::new(argv[0]);
+    if scrubbed {
+        cmd.env_clear().env("PATH", PATH);
+    }
+    let out = cmd
         .args(&argv[1..])
         .current_dir(cwd)
         .stdin(Stdio::null())
@@ -108,17 +112,21 @@ fn exec_bench(label: &str, command: &str, argv: &[&str], n: usize) {
         Spawner::new(b_ll.workspace_root(), &SandboxConfig { landlock: false, ..SandboxConfig::default() });
     println!("{label}: landlock enforced on this machine: {}", sp_ll.landlock_enforced());
     let mut t_bare = Vec::new();
+    let mut t_bare_scrubbed = Vec::new();
     let mut t_gated = Vec::new();
     let mut t_gated_nol = Vec::new();
     let mut t_full = Vec::new();
     for _ in 0..20 {
-        bare(argv, ws.path());
+        bare(argv, ws.path(), false);
         gated_run(&b_ll, command, &sp_ll);
     }
     for _ in 0..n {
         let t = Instant::now();
-        bare(argv, ws.path());
+        bare(argv, ws.path(), false);
         t_bare.push(t.elapsed());
+        let t = Instant::now();
+        bare(argv, ws.path(), true);
+        t_bare_scrubbed.push(t.elapsed());
         let t = Instant::now();
         gated_run(&b_ll, command, &sp_ll);
         t_gated.push(t.elapsed());
@@ -130,12 +138,27 @@ fn exec_bench(label: &str, command: &str, argv: &[&str], n: usize) {
         t_full.push(t.elapsed());
     }
     let base = median(&mut t_bare);
+    let base_s = median(&mut t_bare_scrubbed);
     let g = median(&mut t_gated);
     let gn = median(&mut t_gated_nol);
     let f = median(&mut t_full);
-    println!("{label}: n={n} median bare {:.0} us", us(base));
-    println!("  gates + spawn + capture, landlock on : {:.0} us  ratio {:.3}", us(g), us(g) / us(base));
-    println!("  gates + spawn + capture, landlock off: {:.0} us  ratio {:.3}", us(gn), us(gn) / us(base));
+    println!(
+        "{label}: n={n} median bare {:.0} us, bare with the bus's scrubbed env {:.0} us",
+        us(base),
+        us(base_s)
+    );
+    println!(
+        "  gates + spawn + capture, landlock on : {:.0} us  ratio {:.3} (vs scrubbed bare {:.3})",
+        us(g),
+        us(g) / us(base),
+        us(g) / us(base_s)
+    );
+    println!(
+        "  gates + spawn + capture, landlock off: {:.0} us  ratio {:.3} (vs scrubbed bare {:.3})",
+        us(gn),
+        us(gn) / us(base),
+        us(gn) / us(base_s)
+    );
     println!("  full submit (durable evidence)       : {:.0} us  ratio {:.3}", us(f), us(f) / us(base));
 }
 
