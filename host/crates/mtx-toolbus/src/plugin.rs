@@ -8,7 +8,7 @@
 //! anything the gates refuse, and can read back only artifacts its own calls produced.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use mtx_types::ArtifactHandle;
 use serde_json::{Map, Value};
@@ -71,15 +71,16 @@ pub struct PluginCallContext {
     pub trace_id: String,
 }
 
-/// One plugin call's view of the Tool Bus. Lives for one `validate` call.
-pub struct PluginToolBus<'a> {
-    bus: &'a ToolBus,
+/// One plugin call's view of the Tool Bus. Lives for one `validate` call; it owns a
+/// handle on the bus so it can sit behind the plugin host's `Arc<dyn ToolBusPort>`.
+pub struct PluginToolBus {
+    bus: Arc<ToolBus>,
     ctx: PluginCallContext,
     produced: Mutex<HashSet<String>>,
 }
 
-impl<'a> PluginToolBus<'a> {
-    pub fn new(bus: &'a ToolBus, ctx: PluginCallContext) -> Self {
+impl PluginToolBus {
+    pub fn new(bus: Arc<ToolBus>, ctx: PluginCallContext) -> Self {
         PluginToolBus { bus, ctx, produced: Mutex::new(HashSet::new()) }
     }
 

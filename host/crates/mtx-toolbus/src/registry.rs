@@ -66,6 +66,10 @@ pub struct EngineSpec {
     #[serde(default)]
     pub adapter: String,
     pub operations: Vec<OperationSpec>,
+    /// The conformance vectors (MTX-SPEC 10.9) this engine passes, as `suite::test` names of
+    /// this crate's test suites; `tests/conformance.rs` checks each one exists.
+    #[serde(default)]
+    pub conformance_vectors: Vec<String>,
 }
 
 impl EngineSpec {

@@ -396,6 +396,15 @@ fn oversized_inline_params_are_denied() {
 }
 
 #[test]
+fn oversized_exec_params_are_denied() {
+    let fx = fixture(&["true"]);
+    let mut op = exec_op("true", 5000);
+    let paths: Vec<String> = (0..3000).map(|i| format!("src/module_{i:05}")).collect();
+    op.params["in_scope_paths"] = json!(paths);
+    assert_denied(&fx, op, "G-INTEGRITY", codes::INTEGRITY_PARAMS_TOO_LARGE);
+}
+
+#[test]
 fn tampered_input_artifact_is_denied() {
     let fx = fixture(&["true"]);
     let h =
@@ -498,6 +507,7 @@ fn d1_result_without_evidence_is_denied_with_mex_evidence_missing() {
 #[test]
 fn a_plugin_cannot_run_what_its_own_grants_do_not_cover() {
     let fx = fixture(&["true"]);
+    let (bus, obs) = (std::sync::Arc::new(fx.bus), fx.obs);
     let ctx = PluginCallContext {
         plugin_name: "validator-x".into(),
         grants: CapabilityProfile::new("validator-x", &["proc.exec:false"]),
@@ -505,7 +515,7 @@ fn a_plugin_cannot_run_what_its_own_grants_do_not_cover() {
         mt_id: Some("MT-001".into()),
         trace_id: "trace".into(),
     };
-    let pbus = PluginToolBus::new(&fx.bus, ctx);
+    let pbus = PluginToolBus::new(bus, ctx);
     let op = PluginPlannedOperation {
         engine_id: "engine.shell".into(),
         engine_version_req: None,
@@ -522,7 +532,7 @@ fn a_plugin_cannot_run_what_its_own_grants_do_not_cover() {
     assert!(
         matches!(&err, PluginToolError::Denied { gate, code, .. } if gate == "G-CAP" && code == codes::CAP_NOT_GRANTED)
     );
-    let call = fx.obs.tool_calls().pop().unwrap();
+    let call = obs.tool_calls().pop().unwrap();
     assert_eq!(call["actor"], json!({"kind": "plugin", "agent_id": "validator-x"}));
 }
 
@@ -533,6 +543,7 @@ fn a_plugin_cannot_read_artifacts_it_did_not_produce() {
         .store()
         .put(b"host secret", ArtifactMeta { kind: "prompt".into(), ..ArtifactMeta::default() })
         .unwrap();
+    let bus = std::sync::Arc::new(fx.bus);
     let ctx = PluginCallContext {
         plugin_name: "validator-x".into(),
         grants: CapabilityProfile::new("validator-x", &["proc.exec"]),
@@ -540,7 +551,7 @@ fn a_plugin_cannot_read_artifacts_it_did_not_produce() {
         mt_id: None,
         trace_id: "trace".into(),
     };
-    let pbus = PluginToolBus::new(&fx.bus, ctx);
+    let pbus = PluginToolBus::new(bus, ctx);
     assert!(matches!(pbus.read_artifact(&foreign, 1024), Err(PluginToolError::NoSuchArtifact(_))));
 }
 

@@ -57,7 +57,7 @@ const ALLOWED: &[(&str, &str)] = &[
          workspace under execution",
     ),
     (
-        "src/plugin/engine.rs",
+        "crates/mtx-plugin/src/engine.rs",
         "the compiled-component cache: precompiled `*.cwasm` files written (temp + rename) into a private cache \
          directory the run config names, never into the workspace under execution",
     ),

@@ -249,3 +249,42 @@ fn metacharacters_are_found_only_outside_quotes() {
     assert_eq!(plan.words, ["cargo", "test", "x y"]);
     assert_eq!(plan.tool, "cargo");
 }
+
+#[test]
+fn a_validator_plugin_runs_a_verify_command_and_reads_back_only_its_own_evidence() {
+    use mtx_toolbus::plugin::{PluginCallContext, PluginPlannedOperation, PluginToolBus};
+    let fx = fixture(&["echo from-plugin"]);
+    let bus = std::sync::Arc::new(fx.bus);
+    let ctx = PluginCallContext {
+        plugin_name: "validator-shell".into(),
+        grants: mtx_toolbus::CapabilityProfile::new("validator-shell", &["proc.exec"]),
+        job_id: "job-1".into(),
+        mt_id: Some("MT-001".into()),
+        trace_id: "trace-1".into(),
+    };
+    let pbus = PluginToolBus::new(bus, ctx);
+    let r = pbus
+        .submit(PluginPlannedOperation {
+            engine_id: "engine.shell".into(),
+            engine_version_req: None,
+            operation: "exec".into(),
+            inputs: Vec::new(),
+            params_json: serde_json::json!({"command": "echo from-plugin", "cwd": ".", "timeout_ms": 5000})
+                .to_string(),
+            capabilities_requested: vec!["proc.exec:echo".into()],
+            max_duration_ms: 5000,
+            max_output_bytes: 0,
+            determinism: mtx_toolbus::Determinism::D1,
+            evidence_policy: Some("capture_stdout_stderr".into()),
+        })
+        .unwrap();
+    assert_eq!(r.status, OpStatus::Succeeded);
+    assert_eq!(r.terminal.as_ref().unwrap().exit_code, 0);
+    assert!(r.result_ref.is_some());
+    let stdout = &r.terminal.as_ref().unwrap().stdout_ref;
+    assert_eq!(pbus.read_artifact(stdout, 1024).unwrap(), b"from-plugin\n");
+    assert_eq!(pbus.read_artifact(stdout, 4).unwrap(), b"from", "bounded by max-bytes");
+    let call = fx.obs.tool_calls().pop().unwrap();
+    assert_eq!(call["actor"]["agent_id"], "validator-shell");
+    assert_eq!(call["trace_id"], "trace-1");
+}
