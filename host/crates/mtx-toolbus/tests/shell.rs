@@ -117,16 +117,44 @@ fn a_subdirectory_cwd_inside_the_workspace_is_allowed() {
 
 #[test]
 fn budget_rlimits_are_applied_to_the_child() {
-    let fx = fixture(&["sh -c 'ulimit -v; ulimit -t'"]);
-    let mut op = exec_op("sh -c 'ulimit -v; ulimit -t'", 5000);
-    op.capabilities_requested = vec!["proc.exec:sh".into()];
+    let fx = fixture(&["cat /proc/self/limits"]);
+    let mut op = exec_op("cat /proc/self/limits", 5000);
     op.budget.max_memory_bytes = Some(256 * 1024 * 1024);
     op.budget.max_cpu_ms = Some(4500);
+    op.budget.max_processes = Some(64);
+    op.budget.max_file_bytes = Some(1024 * 1024);
     let r = run_ok(&fx, op);
-    assert_eq!(String::from_utf8(stdout_of(&fx, &r)).unwrap(), "262144\n5\n");
+    let limits = String::from_utf8(stdout_of(&fx, &r)).unwrap();
+    let soft_and_hard = |name: &str| -> (String, String) {
+        let line =
+            limits.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} in {limits}"));
+        let mut f = line[name.len()..].split_whitespace();
+        (f.next().unwrap().to_owned(), f.next().unwrap().to_owned())
+    };
+    assert_eq!(soft_and_hard("Max address space"), ("268435456".into(), "268435456".into()));
+    assert_eq!(soft_and_hard("Max cpu time"), ("5".into(), "5".into()), "cpu ms round up to seconds");
+    assert_eq!(soft_and_hard("Max processes"), ("64".into(), "64".into()));
+    assert_eq!(soft_and_hard("Max file size"), ("1048576".into(), "1048576".into()));
     let sb = r.provenance.sandbox.as_ref().unwrap();
     assert_eq!(sb.rlimits["RLIMIT_AS"], 268_435_456);
     assert_eq!(sb.rlimits["RLIMIT_CPU"], 5);
+    assert_eq!(sb.rlimits["RLIMIT_NPROC"], 64);
+    assert_eq!(sb.rlimits["RLIMIT_FSIZE"], 1_048_576);
+}
+
+#[test]
+fn a_child_over_its_cpu_budget_is_killed_by_the_kernel() {
+    let fx = fixture(&["yes"]);
+    let mut op = exec_op("yes", 20_000);
+    op.budget.max_cpu_ms = Some(1000);
+    op.budget.max_output_bytes = Some(1024);
+    op.output_spec.max_bytes = Some(1024);
+    let r = run_ok(&fx, op);
+    let t = r.terminal.as_ref().unwrap();
+    assert!(!t.timed_out, "the cpu limit, not the wall timeout, ended it");
+    // SIGXCPU (24) or SIGKILL (9) at the hard limit, reported as 128 + signal.
+    assert!(t.exit_code == 128 + 24 || t.exit_code == 128 + 9, "exit code {}", t.exit_code);
+    assert_eq!(r.status, OpStatus::Failed);
 }
 
 #[test]
@@ -287,4 +315,23 @@ fn a_validator_plugin_runs_a_verify_command_and_reads_back_only_its_own_evidence
     let call = fx.obs.tool_calls().pop().unwrap();
     assert_eq!(call["actor"]["agent_id"], "validator-shell");
     assert_eq!(call["trace_id"], "trace-1");
+}
+
+#[test]
+fn one_bus_serves_concurrent_submissions_from_several_threads() {
+    fn assert_send_sync<T: Send + Sync>(_: &T) {}
+    let fx = fixture(&["echo one", "echo two", "echo three", "echo four"]);
+    assert_send_sync(&fx.bus);
+    let outputs: Vec<Vec<u8>> = std::thread::scope(|s| {
+        let handles: Vec<_> = ["one", "two", "three", "four"]
+            .into_iter()
+            .map(|w| {
+                let fx = &fx;
+                s.spawn(move || stdout_of(fx, &run_ok(fx, exec_op(&format!("echo {w}"), 5000))))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(outputs, [b"one\n".to_vec(), b"two\n".to_vec(), b"three\n".to_vec(), b"four\n".to_vec()]);
+    assert_eq!(fx.obs.tool_calls().len(), 4);
 }
