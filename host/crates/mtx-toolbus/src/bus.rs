@@ -225,6 +225,13 @@ impl ToolBus {
                 root.display()
             )));
         }
+        // Unknown ids are rejected (10.10.1), in the profile as in a request: a typo in a
+        // grant must not silently grant nothing while the job looks configured.
+        for id in config.profile.grants.iter().chain(config.profile.consents.iter()) {
+            crate::caps::Capability::parse(id).map_err(|e| {
+                ToolBusError::Config(format!("capability profile {}: {e}", config.profile.id))
+            })?;
+        }
         let path_text = config
             .path
             .clone()

@@ -577,3 +577,59 @@ pub(crate) fn execute_diff(ctx: &EngineCtx<'_>, plan: &DiffPlan) -> EngineResult
     result.report = Some(report);
     ctx.finish(result)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::OnceLock;
+
+    use super::*;
+    use crate::op::PlannedOperation;
+    use crate::registry::Registry;
+    use crate::sandbox::SandboxConfig;
+
+    /// The race the gate cannot see: a file changes after G-INTEGRITY planned the write
+    /// and before the rename. The engine re-checks every pre-image and applies nothing.
+    #[test]
+    fn a_pre_image_changed_after_the_gate_is_a_conflict_and_nothing_is_applied() {
+        let ws = tempfile::tempdir().unwrap();
+        let root = ws.path().canonicalize().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::open(state.path()).unwrap();
+        fs::write(root.join("a.txt"), "a1").unwrap();
+        let params = json!({
+            "files": [{"path": "new.txt", "content": "n"}, {"path": "a.txt", "content": "a2"}],
+            "scope": {"modify": ["a.txt"], "create": ["new.txt"]},
+        });
+        let plan = plan_writes(&root, &params, &store).unwrap();
+        fs::write(root.join("a.txt"), "changed underneath").unwrap();
+        let registry = Registry::builtin();
+        let engine = registry.engine("engine.fs").unwrap();
+        let mut op = PlannedOperation::verify_exec("true", 1000, "p");
+        op.engine_id = "engine.fs".into();
+        op.operation = "write_files".into();
+        let ctx = EngineCtx {
+            op: &op,
+            engine,
+            workspace_root: &root,
+            budget: &op.budget,
+            sandbox: &SandboxConfig::default(),
+            store: &store,
+            config_hash: "c",
+            capabilities_granted: &[],
+            input_hashes: &[],
+            started_at: String::new(),
+            spawner: &OnceLock::new(),
+        };
+        let r = execute_writes(&ctx, &plan);
+        assert_eq!(r.status, OpStatus::Failed);
+        assert_eq!(r.errors[0].code, FS_WRITE_CONFLICT);
+        assert_eq!(fs::read_to_string(root.join("a.txt")).unwrap(), "changed underneath");
+        assert!(!root.join("new.txt").exists(), "all or nothing");
+        let leftovers: Vec<_> = fs::read_dir(&root)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains("mtx-tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "temp files are removed");
+    }
+}

@@ -231,3 +231,22 @@ fn a_denial_names_its_loop_category() {
         "scope_violation"
     );
 }
+
+#[test]
+fn a_profile_with_an_unknown_capability_id_is_refused_at_construction() {
+    let ws = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let profile = mtx_toolbus::CapabilityProfile::new("coder", &["proc.exec:true", "fs.wrtie"]);
+    let cfg = mtx_toolbus::ToolBusConfig::new(ws.path(), profile);
+    let err = mtx_toolbus::ToolBus::new(
+        cfg,
+        mtx_store::ArtifactStore::open(state.path()).unwrap(),
+        std::sync::Arc::new(mtx_toolbus::RecordingObserver::new()),
+    )
+    .err()
+    .expect("refused");
+    assert!(
+        matches!(&err, mtx_toolbus::ToolBusError::Config(m) if m.contains("fs.wrtie") && m.contains("HSK-4001")),
+        "{err}"
+    );
+}
