@@ -57,6 +57,7 @@ fn gated_run(bus: &ToolBus, command: &str, spawner: &Spawner) -> usize {
         plugin_grants: None,
         verify_commands: &cfg.verify_commands,
         shell_program: None,
+        protected_paths: &cfg.protected_paths,
         granted_env: &cfg.granted_env,
         configured_path: &configured,
         registry: &cfg.registry,

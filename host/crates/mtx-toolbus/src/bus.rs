@@ -46,6 +46,10 @@ pub struct ToolBusConfig {
     /// The PATH programs are resolved against, `:`-separated; `None` takes the host's.
     pub path: Option<String>,
     pub sandbox: SandboxConfig,
+    /// Workspace-relative prefixes `engine.fs` never writes, whatever an operation's scope
+    /// says: the state directory when it lives in the workspace, and `.git` (a hook
+    /// written there would run on the operator's next git command).
+    pub protected_paths: Vec<String>,
 }
 
 impl ToolBusConfig {
@@ -59,6 +63,7 @@ impl ToolBusConfig {
             registry: Registry::builtin(),
             path: None,
             sandbox: SandboxConfig::default(),
+            protected_paths: vec![".mtx".to_owned(), ".git".to_owned()],
         }
     }
 }
@@ -245,6 +250,7 @@ impl ToolBus {
             "profile": config.profile,
             "verify_commands": config.verify_commands,
             "shell_program": config.shell_program,
+            "protected_paths": config.protected_paths,
             "granted_env": env_names,
             "path": path_text,
             "sandbox": {
@@ -310,6 +316,7 @@ impl ToolBus {
             plugin_grants: ctx.plugin_grants.as_ref(),
             verify_commands: &self.config.verify_commands,
             shell_program: self.config.shell_program.as_deref(),
+            protected_paths: &self.config.protected_paths,
             granted_env: &self.config.granted_env,
             configured_path: &self.configured_path,
             registry: &self.config.registry,

@@ -178,13 +178,28 @@ fn read_existing(path: &Path) -> Result<Option<(Vec<u8>, u32)>, GateDenied> {
 }
 
 /// G-INTEGRITY's plan of a `write_files` operation: every check that does not write.
-pub fn plan_writes(root: &Path, params: &Value, store: &ArtifactStore) -> Result<WritePlan, GateDenied> {
+pub fn plan_writes(
+    root: &Path,
+    params: &Value,
+    store: &ArtifactStore,
+    protected: &[String],
+) -> Result<WritePlan, GateDenied> {
     let modify = scope_set(params, "modify")?;
     let create = scope_set(params, "create")?;
     let mut plan = WritePlan::default();
     let mut seen = BTreeSet::new();
     for f in params["files"].as_array().into_iter().flatten() {
         let rel = normalise_rel(f["path"].as_str().unwrap_or_default())?;
+        if let Some(p) = protected
+            .iter()
+            .map(|p| p.trim_matches('/'))
+            .find(|p| rel == *p || rel.starts_with(&format!("{p}/")))
+        {
+            return Err(deny(
+                codes::INTEGRITY_PROTECTED_PATH,
+                format!("path {rel} is inside the protected {p}"),
+            ));
+        }
         if !seen.insert(rel.clone()) {
             return Err(deny(codes::INTEGRITY_PATH_INVALID, format!("path {rel} is written twice")));
         }
@@ -600,7 +615,7 @@ mod tests {
             "files": [{"path": "new.txt", "content": "n"}, {"path": "a.txt", "content": "a2"}],
             "scope": {"modify": ["a.txt"], "create": ["new.txt"]},
         });
-        let plan = plan_writes(&root, &params, &store).unwrap();
+        let plan = plan_writes(&root, &params, &store, &[]).unwrap();
         fs::write(root.join("a.txt"), "changed underneath").unwrap();
         let registry = Registry::builtin();
         let engine = registry.engine("engine.fs").unwrap();

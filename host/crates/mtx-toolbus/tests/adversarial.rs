@@ -358,6 +358,28 @@ fn write_through_a_symlinked_directory_is_denied() {
 }
 
 #[test]
+fn write_into_the_state_dir_is_denied_even_when_in_scope() {
+    let fx = fixture(&[]);
+    let op = write_op(
+        json!([{"path": ".mtx/jobs/j/progress.json", "content": "{}"}]),
+        &[],
+        &[".mtx/jobs/j/progress.json"],
+    );
+    assert_denied(&fx, op, "G-INTEGRITY", codes::INTEGRITY_PROTECTED_PATH);
+}
+
+#[test]
+fn write_of_a_git_hook_is_denied_even_when_in_scope() {
+    let fx = fixture(&[]);
+    let op = write_op(
+        json!([{"path": "./.git/hooks/pre-commit", "content": "rm -rf ~"}]),
+        &[],
+        &[".git/hooks/pre-commit"],
+    );
+    assert_denied(&fx, op, "G-INTEGRITY", codes::INTEGRITY_PROTECTED_PATH);
+}
+
+#[test]
 fn create_over_an_existing_file_is_denied() {
     let fx = fixture(&[]);
     fx.write("src/new.rs", "already here");

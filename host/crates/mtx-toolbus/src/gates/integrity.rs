@@ -46,7 +46,12 @@ pub fn check(op: &PlannedOperation, env: &GateEnv<'_>, prep: &mut Prepared) -> G
             Ok(GatePass)
         }
         ("engine.fs", "write_files") => {
-            let plan = crate::fs_engine::plan_writes(env.workspace_root, &op.params, env.artifacts)?;
+            let plan = crate::fs_engine::plan_writes(
+                env.workspace_root,
+                &op.params,
+                env.artifacts,
+                env.protected_paths,
+            )?;
             prep.input_hashes.extend(plan.content_ref_hashes());
             prep.writes = Some(plan);
             Ok(GatePass)

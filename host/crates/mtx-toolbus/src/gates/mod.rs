@@ -68,6 +68,7 @@ pub mod codes {
     pub const INTEGRITY_MODIFY_MISSING: &str = "INTEGRITY_MODIFY_MISSING";
     pub const INTEGRITY_CREATE_EXISTS: &str = "INTEGRITY_CREATE_EXISTS";
     pub const INTEGRITY_PRE_IMAGE_CONFLICT: &str = "INTEGRITY_PRE_IMAGE_CONFLICT";
+    pub const INTEGRITY_PROTECTED_PATH: &str = "INTEGRITY_PROTECTED_PATH";
     pub const SBOX_FS_ESCAPE_DETECTED: &str = "SBOX_FS_ESCAPE_DETECTED";
     pub const SBOX_POLICY_DENIED: &str = "SBOX_POLICY_DENIED";
     pub const SBOX_RUNTIME_ERROR: &str = "SBOX_RUNTIME_ERROR";
@@ -133,6 +134,8 @@ pub struct GateEnv<'a> {
     pub plugin_grants: Option<&'a CapabilityProfile>,
     pub verify_commands: &'a [String],
     pub shell_program: Option<&'a str>,
+    /// Workspace-relative prefixes no `write_files` may touch, whatever its scope says.
+    pub protected_paths: &'a [String],
     pub granted_env: &'a [(String, String)],
     /// The configured PATH entries in order, as given (workspace entries included, so the
     /// gate can refuse a name they would shadow).
