@@ -358,23 +358,15 @@ impl ToolBus {
     }
 
     fn execute(&self, op: &PlannedOperation, prep: &Prepared, started_at: String) -> EngineResult {
-        let fallback_engine;
-        let engine = match &prep.engine {
-            Some(e) => e,
-            None => {
-                fallback_engine = self.config.registry.engine(&op.engine_id).cloned();
-                match &fallback_engine {
-                    Some(e) => e,
-                    None => {
-                        let denial = GateDenied::new(
-                            gates::G_CAP,
-                            gates::codes::CAP_ENGINE_UNKNOWN,
-                            "engine vanished",
-                        );
-                        return self.denied_result(op, &denial, started_at);
-                    }
-                }
-            }
+        // G-SCHEMA records the registered engine and G-CAP refuses an unregistered one, so
+        // after the gates this is always set; the arm below only keeps the bus panic-free.
+        let Some(engine) = &prep.engine else {
+            let denial = GateDenied::new(
+                gates::G_CAP,
+                gates::codes::CAP_ENGINE_UNKNOWN,
+                format!("engine {} is not registered", op.engine_id),
+            );
+            return self.denied_result(op, &denial, started_at);
         };
         let ctx = EngineCtx {
             op,

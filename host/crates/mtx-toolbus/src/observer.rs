@@ -177,8 +177,8 @@ pub enum Observed {
     ToolCall(Value),
 }
 
-/// Keeps every observation in memory, in order (tests, and the plugin adapter's
-/// per-call bookkeeping).
+/// Keeps every observation in memory, in order: for tests, and for callers that want to
+/// inspect what a batch of operations recorded before forwarding it.
 #[derive(Debug, Default)]
 pub struct RecordingObserver {
     seen: Mutex<Vec<Observed>>,

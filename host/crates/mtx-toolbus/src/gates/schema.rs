@@ -69,7 +69,14 @@ pub fn check_envelope(v: &Value) -> GateResult {
     {
         return Err(deny(codes::SCHEMA_INVALID, "capabilities_requested must hold strings"));
     }
-    for key in ["max_duration_ms", "max_output_bytes", "max_memory_bytes", "max_cpu_ms", "max_processes"] {
+    for key in [
+        "max_duration_ms",
+        "max_output_bytes",
+        "max_memory_bytes",
+        "max_cpu_ms",
+        "max_processes",
+        "max_file_bytes",
+    ] {
         if let Some(b) = obj["budget"].get(key)
             && !b.is_u64()
         {
