@@ -202,6 +202,14 @@ fn scan_source(rel: &str, src: &str) -> Vec<Finding> {
                 found.push(Finding { file: rel.to_owned(), line: n + 1, pattern });
             }
         }
+        // `use std::process::{Command as Cmd}` followed by `Cmd::new(..)`.
+        let is_use = line.trim_start().starts_with("use ") || line.trim_start().starts_with("pub use ");
+        if is_use
+            && line.contains("process::")
+            && line.split(|c: char| !(c.is_alphanumeric() || c == '_')).any(|t| t == "Command")
+        {
+            found.push(Finding { file: rel.to_owned(), line: n + 1, pattern: "use <process>::Command" });
+        }
         // `use std::fs::{write, rename}` followed by a bare `write(..)` call.
         if line.trim_start().starts_with("use ") && line.contains("fs::") {
             for name in ["write", "rename", "copy", "remove_file", "remove_dir_all", "create_dir_all", "File"]
@@ -339,6 +347,14 @@ pub fn after() { std::fs::remove_file(\"x\").ok(); }
         f.iter().map(|x| (x.line, x.pattern)).collect::<Vec<_>>(),
         [(8, "fs::remove_file"), (8, "remove_file(")]
     );
+}
+
+#[test]
+fn an_aliased_command_import_is_found() {
+    let src =
+        "use std::process::{Command as Cmd, Stdio};\nfn f() { Cmd::new(\"x\").stdin(Stdio::null()); }\n";
+    let f = scan_source("src/lib.rs", src);
+    assert_eq!(f.iter().map(|x| (x.line, x.pattern)).collect::<Vec<_>>(), [(1, "use <process>::Command")]);
 }
 
 #[test]
