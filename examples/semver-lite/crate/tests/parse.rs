@@ -27,7 +27,10 @@ fn parse_pre_release_and_build() {
     let x = v("1.0.0-alpha.1+build.5");
     assert_eq!(x.pre, vec![alpha("alpha"), Identifier::Numeric(1)]);
     assert_eq!(x.build, vec!["build".to_string(), "5".to_string()]);
-    assert_eq!(v("1.0.0-0.3.7").pre, vec![Identifier::Numeric(0), Identifier::Numeric(3), Identifier::Numeric(7)]);
+    assert_eq!(
+        v("1.0.0-0.3.7").pre,
+        vec![Identifier::Numeric(0), Identifier::Numeric(3), Identifier::Numeric(7)]
+    );
 }
 
 #[test]
