@@ -7,7 +7,7 @@
 
 pub mod host {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../../../wit",
         world: "mtx:plugin/host-interfaces",
         additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
     });
@@ -20,12 +20,12 @@ macro_rules! plugin_world {
     ($module:ident, $world:literal, { $($extra:tt)* }) => {
         pub mod $module {
             wasmtime::component::bindgen!({
-                path: "../wit",
+                path: "../../../wit",
                 world: $world,
                 with: {
-                    "mtx:plugin/types": crate::plugin::bindings::host::mtx::plugin::types,
-                    "mtx:plugin/log": crate::plugin::bindings::host::mtx::plugin::log,
-                    "mtx:plugin/config": crate::plugin::bindings::host::mtx::plugin::config,
+                    "mtx:plugin/types": crate::bindings::host::mtx::plugin::types,
+                    "mtx:plugin/log": crate::bindings::host::mtx::plugin::log,
+                    "mtx:plugin/config": crate::bindings::host::mtx::plugin::config,
                     $($extra)*
                 },
             });
@@ -38,7 +38,7 @@ plugin_world!(backend, "mtx:plugin/model-backend");
 plugin_world!(selector, "mtx:plugin/lora-selector");
 plugin_world!(policy, "mtx:plugin/escalation-policy");
 plugin_world!(validator, "mtx:plugin/validator", {
-    "mtx:plugin/tool-bus": crate::plugin::bindings::host::mtx::plugin::tool_bus,
+    "mtx:plugin/tool-bus": crate::bindings::host::mtx::plugin::tool_bus,
 });
 
 pub use host::mtx::plugin::config as config_iface;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::bindings::types;
+use crate::bindings::types;
 
 /// Why a component could not be loaded. Nothing about a refused component reaches a store.
 #[derive(Debug, thiserror::Error)]

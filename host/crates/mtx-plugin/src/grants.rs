@@ -107,7 +107,7 @@ pub fn secret_env_name(id: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::*;
 
     #[test]
     fn parses_every_axis() {

@@ -17,17 +17,17 @@ use wasmtime::component::{Component, HasSelf, Linker, types::ComponentItem};
 use wasmtime::{Engine, Store, Trap};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
-use super::bindings::{
+use crate::bindings::{
     backend, config_iface, host as host_bindings, log_iface, planner, policy, selector, tool_bus, types,
     validator,
 };
-use super::builtins;
-use super::engine::{build_engine, compile_cached, deadline_ticks};
-use super::error::{LoadError, PluginError, ReportedError};
-use super::grants::{Grant, secret_env_name};
-use super::recorder::{GrantUse, PluginCall, PluginRecorder};
-use super::spec::{PluginSource, PluginSpec, World};
-use super::state::{
+use crate::builtins;
+use crate::engine::{build_engine, compile_cached, deadline_ticks};
+use crate::error::{LoadError, PluginError, ReportedError};
+use crate::grants::{Grant, secret_env_name};
+use crate::recorder::{GrantUse, PluginCall, PluginRecorder};
+use crate::spec::{PluginSource, PluginSpec, World};
+use crate::state::{
     AllowListHooks, CallIdentity, HostState, HttpAllow, MemoryLimitExceeded, MemoryLimiter, NoToolBus,
     ToolBusPort,
 };
@@ -311,7 +311,7 @@ impl PluginHost {
             let result = call(&mut store, &plugin.pre);
             let dropped = store.data().logs_dropped;
             if dropped > 0 {
-                self.recorder.plugin_log(&super::recorder::PluginLog {
+                self.recorder.plugin_log(&crate::recorder::PluginLog {
                     plugin: name.clone(),
                     level: "warn".into(),
                     message: format!("{dropped} further log lines were dropped"),

@@ -16,8 +16,8 @@ use wasmtime_wasi_http::{
     Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
 };
 
-use super::bindings::{config_iface, log_iface, tool_bus, types};
-use super::recorder::{GrantUse, PluginLog, PluginRecorder};
+use crate::bindings::{config_iface, log_iface, tool_bus, types};
+use crate::recorder::{GrantUse, PluginLog, PluginRecorder};
 
 /// Most log lines one call may record; later lines are counted, not kept.
 pub const MAX_LOG_LINES: usize = 256;
