@@ -16,6 +16,7 @@
 //! paths and writes step files; it never deletes anything and never writes outside the
 //! state directory (every relative name is checked).
 
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use mtx_types::{ArtifactHandle, IterationRecord, PromptEnvelopeHashes, sha256_hex};
@@ -63,11 +64,51 @@ impl StateDir {
         self.root.join("history.sqlite")
     }
 
+    /// Creates the state directory (and its parents) if it does not exist.
+    pub fn create(&self) -> Result<(), StoreError> {
+        fs::create_dir_all(&self.root).map_err(|e| StoreError::io(&self.root, e))
+    }
+
+    /// Copies a source tree into a new scratch workspace `workspaces/<name>` under the
+    /// state dir (skipping `target/` and `.mtx/`), so a run never changes the source it
+    /// was given. Fails if the destination already exists.
+    pub fn scratch_workspace(&self, name: &str, from: &Path) -> Result<PathBuf, StoreError> {
+        check_name("workspace name", name)?;
+        let dest = self.root.join("workspaces").join(name);
+        if dest.exists() {
+            return Err(StoreError::io(
+                &dest,
+                std::io::Error::new(std::io::ErrorKind::AlreadyExists, "already exists"),
+            ));
+        }
+        copy_tree(from, &dest)?;
+        Ok(dest)
+    }
+
     /// The directory of one job; the id is checked to be a plain name.
     pub fn job(&self, job_id: &str) -> Result<JobDir, StoreError> {
         check_name("job_id", job_id)?;
         Ok(JobDir { root: self.jobs_dir().join(job_id), job_id: job_id.to_owned() })
     }
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<(), StoreError> {
+    fs::create_dir_all(to).map_err(|e| StoreError::io(to, e))?;
+    for entry in fs::read_dir(from).map_err(|e| StoreError::io(from, e))? {
+        let entry = entry.map_err(|e| StoreError::io(from, e))?;
+        let name = entry.file_name();
+        if name == "target" || name == ".mtx" {
+            continue;
+        }
+        let src = entry.path();
+        let kind = entry.file_type().map_err(|e| StoreError::io(&src, e))?;
+        if kind.is_dir() {
+            copy_tree(&src, &to.join(&name))?;
+        } else if kind.is_file() {
+            fs::copy(&src, to.join(&name)).map_err(|e| StoreError::io(&src, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// `jobs/<job_id>/` of one job.
