@@ -380,6 +380,41 @@ fn write_of_a_git_hook_is_denied_even_when_in_scope() {
 }
 
 #[test]
+fn write_to_a_hard_link_replaces_the_name_and_never_the_outside_inode() {
+    let outside = tempfile::tempdir().unwrap();
+    let victim = outside.path().join("victim.txt");
+    std::fs::write(&victim, "original").unwrap();
+    let fx = fixture(&[]);
+    std::fs::hard_link(&victim, fx.ws.path().join("a.txt")).unwrap();
+    let r = run_ok(&fx, write_op(json!([{"path": "a.txt", "content": "edited"}]), &["a.txt"], &[]));
+    assert_eq!(r.status, OpStatus::Succeeded);
+    assert_eq!(fx.read("a.txt").as_deref(), Some("edited"));
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "original",
+        "temp + rename never writes through a link"
+    );
+}
+
+#[test]
+fn a_fifo_in_scope_is_refused_instead_of_blocking_the_bus() {
+    let fx = fixture(&[]);
+    let fifo = std::ffi::CString::new(fx.ws.path().join("pipe").display().to_string()).unwrap();
+    // SAFETY: mkfifo reads a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let op = write_op(json!([{"path": "pipe", "content": "x"}]), &["pipe"], &[]);
+    assert_denied(&fx, op, "G-INTEGRITY", codes::INTEGRITY_NOT_A_FILE);
+    assert_denied(&fx, read_op(&["pipe"]), "G-INTEGRITY", codes::INTEGRITY_NOT_A_FILE);
+}
+
+#[test]
+fn reading_a_device_through_an_in_workspace_symlink_is_denied() {
+    let fx = fixture(&[]);
+    symlink("/dev/zero", fx.ws.path().join("zero")).unwrap();
+    assert_denied(&fx, read_op(&["zero"]), "G-INTEGRITY", codes::SBOX_FS_ESCAPE_DETECTED);
+}
+
+#[test]
 fn create_over_an_existing_file_is_denied() {
     let fx = fixture(&[]);
     fx.write("src/new.rs", "already here");

@@ -138,7 +138,8 @@ pub fn with_d1(mut op: PlannedOperation) -> PlannedOperation {
     op
 }
 
-/// Every file under `dir` (symlinks as their target text) with its bytes.
+/// Every file under `dir` (symlinks as their target text, special files by name only)
+/// with its bytes.
 pub fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -152,8 +153,11 @@ pub fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
             } else if ft.is_dir() {
                 out.insert(format!("{rel}/"), Vec::new());
                 stack.push(p);
-            } else {
+            } else if ft.is_file() {
                 out.insert(rel, std::fs::read(&p).unwrap());
+            } else {
+                // FIFOs, sockets, devices: never opened (a FIFO would block the reader).
+                out.insert(format!("{rel}|special"), Vec::new());
             }
         }
     }
