@@ -202,10 +202,27 @@ fn sandbox_record_is_in_provenance_and_the_sandbox_gate_outcome_is_recorded() {
     }
 }
 
+/// A fresh directory beneath none of the paths a child may write (workspace, /tmp, the temp
+/// dir), wherever this checkout lives.
+fn dir_outside_the_sandbox() -> tempfile::TempDir {
+    let writable =
+        mtx_toolbus::sandbox::writable_paths(std::path::Path::new("/nonexistent"), &Default::default());
+    let candidates = [env!("CARGO_TARGET_TMPDIR"), "/var/tmp", "/dev/shm", env!("CARGO_MANIFEST_DIR")];
+    for c in candidates {
+        let Ok(dir) = std::path::Path::new(c).canonicalize() else { continue };
+        if writable.iter().any(|w| w.canonicalize().is_ok_and(|w| dir.starts_with(w))) {
+            continue;
+        }
+        if let Ok(t) = tempfile::tempdir_in(&dir) {
+            return t;
+        }
+    }
+    panic!("no writable directory outside {writable:?} among {candidates:?}");
+}
+
 #[test]
 fn landlock_when_active_confines_writes_to_the_workspace() {
-    // CARGO_TARGET_TMPDIR is outside /tmp, so it is not one of the writable temp dirs.
-    let outside = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let outside = dir_outside_the_sandbox();
     let victim = outside.path().join("victim");
     let cmd_out = format!("sh -c 'echo x > {}'", victim.display());
     let cmd_in = "sh -c 'echo x > inside.txt'".to_owned();
