@@ -63,6 +63,7 @@ fn gated_run(bus: &ToolBus, command: &str, spawner: &Spawner) -> usize {
         registry: &cfg.registry,
         artifacts: bus.artifacts(),
         observer: &obs,
+        actor_id: "host",
     };
     let prep = gates::run_gates(&op, &env).unwrap();
     let plan = prep.exec.unwrap();

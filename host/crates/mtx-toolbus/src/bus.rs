@@ -310,6 +310,7 @@ impl ToolBus {
     ) -> Result<(EngineResult, Option<ArtifactHandle>), ToolBusError> {
         let started_at = now_rfc3339();
         let clock = Instant::now();
+        let actor_id = ctx.actor.id();
         let env = GateEnv {
             workspace_root: &self.root,
             profile: &self.config.profile,
@@ -322,6 +323,7 @@ impl ToolBus {
             registry: &self.config.registry,
             artifacts: &self.artifacts,
             observer: self.observer.as_ref(),
+            actor_id: &actor_id,
         };
         let prep = match gates::run_gates(&op, &env) {
             Ok(p) => p,

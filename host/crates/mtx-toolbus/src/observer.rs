@@ -15,7 +15,8 @@ use crate::op::PlannedOperation;
 /// Receiver of Tool Bus records. The host wires it to the Flight Recorder.
 pub trait ToolBusObserver: Send + Sync {
     fn gate_outcome(&self, op: &PlannedOperation, gate: &str, outcome: &GateOutcome);
-    fn capability_check(&self, op: &PlannedOperation, capability: &str, allowed: bool);
+    /// `actor_id` is who asked: `host`, or the plugin's name.
+    fn capability_check(&self, op: &PlannedOperation, actor_id: &str, capability: &str, allowed: bool);
     fn tool_call(&self, record: &ToolCallRecord);
 }
 
@@ -173,7 +174,7 @@ impl ToolCallRecord {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Observed {
     Gate { op_id: String, gate: String, outcome: GateOutcome },
-    Capability { op_id: String, capability: String, allowed: bool },
+    Capability { op_id: String, actor_id: String, capability: String, allowed: bool },
     ToolCall(Value),
 }
 
@@ -236,9 +237,10 @@ impl ToolBusObserver for RecordingObserver {
         });
     }
 
-    fn capability_check(&self, op: &PlannedOperation, capability: &str, allowed: bool) {
+    fn capability_check(&self, op: &PlannedOperation, actor_id: &str, capability: &str, allowed: bool) {
         self.push(Observed::Capability {
             op_id: op.op_id.clone(),
+            actor_id: actor_id.to_owned(),
             capability: capability.to_owned(),
             allowed,
         });

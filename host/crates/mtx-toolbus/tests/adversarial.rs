@@ -591,6 +591,17 @@ fn a_plugin_cannot_run_what_its_own_grants_do_not_cover() {
     );
     let call = obs.tool_calls().pop().unwrap();
     assert_eq!(call["actor"], json!({"kind": "plugin", "agent_id": "validator-x"}));
+    let checks: Vec<_> = obs
+        .observed()
+        .into_iter()
+        .filter_map(|o| match o {
+            mtx_toolbus::observer::Observed::Capability { actor_id, capability, allowed, .. } => {
+                Some((actor_id, capability, allowed))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(checks, [("validator-x".to_owned(), "proc.exec:true".to_owned(), false)]);
 }
 
 #[test]

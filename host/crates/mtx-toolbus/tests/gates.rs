@@ -53,7 +53,10 @@ fn every_capability_check_is_recorded_allowed_or_denied() {
         .observed()
         .into_iter()
         .filter_map(|o| match o {
-            Observed::Capability { op_id, capability, allowed } => Some((op_id, capability, allowed)),
+            Observed::Capability { op_id, actor_id, capability, allowed } => {
+                assert_eq!(actor_id, "host");
+                Some((op_id, capability, allowed))
+            }
             _ => None,
         })
         .collect();

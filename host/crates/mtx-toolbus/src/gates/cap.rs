@@ -75,19 +75,19 @@ pub fn check(op: &PlannedOperation, env: &GateEnv<'_>, prep: &mut Prepared) -> G
         let cap = match Capability::parse(id) {
             Ok(c) => c,
             Err(e) => {
-                env.observer.capability_check(op, id, false);
+                env.observer.capability_check(op, env.actor_id, id, false);
                 return Err(deny(codes::UNKNOWN_CAPABILITY, e.to_string()));
             }
         };
         if !declared.iter().any(|d| d.covers(&cap)) {
-            env.observer.capability_check(op, id, false);
+            env.observer.capability_check(op, env.actor_id, id, false);
             return Err(deny(
                 codes::CAP_NOT_DECLARED,
                 format!("engine {} does not declare {id}", engine.engine_id),
             ));
         }
         let granted = env.profile.grants(&cap) && env.plugin_grants.is_none_or(|p| p.grants(&cap));
-        env.observer.capability_check(op, id, granted);
+        env.observer.capability_check(op, env.actor_id, id, granted);
         if !granted {
             return Err(deny(
                 codes::CAP_NOT_GRANTED,
@@ -154,7 +154,7 @@ fn check_fs_scope(op: &PlannedOperation, env: &GateEnv<'_>, axis: &str, paths: &
             });
             if !ok {
                 let id = format!("{axis}:{p}");
-                env.observer.capability_check(op, &id, false);
+                env.observer.capability_check(op, env.actor_id, &id, false);
                 return Err(deny(codes::CAP_NOT_GRANTED, format!("no {axis} grant covers {p}")));
             }
         }
@@ -178,7 +178,7 @@ fn check_exec(
     let wanted = Capability { axis: "proc.exec".into(), scope: Some(plan.tool.clone()) };
     let id = wanted.to_string();
     if !requested.iter().any(|c| c == &wanted) {
-        env.observer.capability_check(op, &id, false);
+        env.observer.capability_check(op, env.actor_id, &id, false);
         return Err(deny(
             codes::CAP_REQUIRED_MISSING,
             format!("the operation must request {id} for its command"),

@@ -143,6 +143,8 @@ pub struct GateEnv<'a> {
     pub registry: &'a Registry,
     pub artifacts: &'a ArtifactStore,
     pub observer: &'a dyn ToolBusObserver,
+    /// Who submitted the operation (`host` or a plugin name), for capability records.
+    pub actor_id: &'a str,
 }
 
 /// What the gates resolved for the engine, so the engine never re-parses the params.
