@@ -282,7 +282,7 @@ function timeline(d) {
   const legendLevels = (p.policy.escalation_chain || []).map((l) =>
     el('span', {}, el('span', { class: 'sw lv-' + l.level }), 'L' + l.level + ' ' + (l.model_id || '')));
   const legend = el('div', { class: 'legend' }, legendLevels,
-    Object.entries(OUTCOME_MARK).map(([o, m]) => el('span', {}, el('span', { class: 'ob iter o-' + o, style: 'border-bottom-width:4px' }), m + ' ' + o)));
+    Object.entries(OUTCOME_MARK).map(([o, m]) => el('span', {}, el('span', { class: 'ob ob-' + o }), m + ' ' + o)));
   const maxDur = Math.max(1, ...p.micro_tasks.flatMap((m) => m.iterations.map((i) => i.duration_ms || 0)));
   const row = (mt) => {
     const blocks = mt.iterations.map((it) => {
