@@ -295,7 +295,7 @@ function timeline(d) {
       const block = el('div', { class: `iter lv-${it.escalation_level} o-${it.outcome}`, title: tip, style: `width:${width}px`,
         'data-step': it.step_id, 'data-level': it.escalation_level, 'data-outcome': it.outcome },
       'L' + it.escalation_level, el('span', {}, OUTCOME_MARK[it.outcome] || '?'));
-      return it.validation_evidence_ref ? el('a', { href: artHref(it.validation_evidence_ref, d.job_id) }, block) : block;
+      return el('a', { href: '#/job/' + encodeURIComponent(d.job_id) + '/step/' + encodeURIComponent(it.step_id), class: 'iter-link' }, block);
     });
     if (mt.mt_id === activeMt && mt.status === 'in_progress') {
       blocks.push(el('div', { class: 'iter running', title: 'running' }, '\u2026'));
@@ -368,6 +368,33 @@ async function renderJob(jobId) {
   const d = await load();
   const refresh = debounce(() => load().catch(() => {}), 300);
   followJob(jobId, d.last_seq, () => refresh());
+}
+
+// ------------------------------------------------------------------ one iteration
+
+async function renderStep(jobId, stepId) {
+  stopLive();
+  setCrumbs(el('a', { href: '#/jobs' }, 'Job History'), el('a', { href: '#/job/' + encodeURIComponent(jobId), class: 'mono' }, jobId),
+    el('span', { class: 'mono' }, stepId));
+  const d = await api('/api/jobs/' + encodeURIComponent(jobId) + '/steps/' + encodeURIComponent(stepId));
+  const s = d.ledger_step;
+  const it = d.iteration;
+  const kv = (pairs) => el('dl', { class: 'kv' }, pairs.flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v === null || v === undefined ? '' : v)]));
+  app.replaceChildren(el('h1', {}, 'Iteration ', el('span', { class: 'mono' }, stepId)), jobTabs(jobId, ''),
+    el('section', { class: 'card' }, el('h2', {}, 'Run ledger step'), kv([['status', s.status], ['level', 'L' + s.escalation_level],
+      ['idempotency key', el('span', { class: 'mono' }, s.idempotency_key)], ['started', fmtTime(s.started_at)], ['completed', fmtTime(s.completed_at)],
+      ['output', s.output_artifact_ref ? artLink(s.output_artifact_ref, jobId) : ''], ['error', s.error]])),
+    it ? el('section', { class: 'card' }, el('h2', {}, 'Progress record'), kv([['model', it.model_id + (it.lora_id ? ' + ' + it.lora_id : '')],
+      ['iteration at level', String(it.iteration)], ['outcome', it.outcome], ['failure category', it.failure_category],
+      ['claimed complete', String(it.claimed_complete)], ['validation', it.validation_passed === null || it.validation_passed === undefined ? 'not run' : (it.validation_passed ? 'passed' : 'failed')],
+      ['validation evidence', it.validation_evidence_ref ? artLink(it.validation_evidence_ref, jobId) : ''], ['duration', fmtMs(it.duration_ms)],
+      ['tokens', it.tokens_prompt + ' prompt + ' + it.tokens_completion + ' completion'], ['error', it.error_summary]])) : '',
+    el('section', { class: 'card' }, el('h2', {}, 'Step files (prompt, context, response, validation)'),
+      d.files.length ? el('table', { id: 'step-files' }, el('thead', {}, el('tr', {}, ['file', 'sha256', 'size'].map((h) => el('th', {}, h)))),
+        el('tbody', {}, d.files.map((f) => el('tr', {}, el('td', {}, artLink(f, jobId, f.name)), el('td', { class: 'mono' }, f.sha256), el('td', {}, f.size_bytes + ' bytes')))))
+        : el('p', { class: 'muted' }, 'No step files were written for this step.'),
+      d.output_refs.length ? [el('h2', {}, 'Artifacts named by output.json'),
+        el('ul', {}, d.output_refs.map((r) => el('li', {}, r.field.replace(/^output\./, '') + ': ', artLink(r, jobId, r.path))))] : ''));
 }
 
 // ------------------------------------------------------------------ events
@@ -486,6 +513,7 @@ function route() {
   const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
   let done;
   if (parts[0] === 'job' && parts[1] && parts[2] === 'events') done = renderEvents(parts[1], params);
+  else if (parts[0] === 'job' && parts[1] && parts[2] === 'step' && parts[3]) done = renderStep(parts[1], parts[3]);
   else if (parts[0] === 'job' && parts[1] && parts[2] === 'ledger') done = renderLedger(parts[1]);
   else if (parts[0] === 'job' && parts[1]) done = renderJob(parts[1]);
   else if (parts[0] === 'artifact' && parts[1]) done = renderArtifact(parts[1], params);

@@ -6,6 +6,7 @@
 //! GET  /api/jobs/{id}                    job.json, progress, waves, escalations, candidates, gate
 //! GET  /api/jobs/{id}/events?type=&mt=&after=
 //! GET  /api/jobs/{id}/ledger             records + hash-chain verification
+//! GET  /api/jobs/{id}/steps/{step_id}   one iteration's files (prompt, response, evidence)
 //! GET  /api/jobs/{id}/stream?after=      server-sent events: new FR records (polled every 500 ms)
 //! GET  /api/artifacts/{sha256}?path=&job=
 //! POST /api/jobs/{id}/gate               {decision: continue|skip|abort, note?}
@@ -66,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/jobs/{id}/events", get(job_events))
         .route("/api/jobs/{id}/ledger", get(job_ledger))
         .route("/api/jobs/{id}/stream", get(job_stream))
+        .route("/api/jobs/{id}/steps/{step_id}", get(job_step))
         .route("/api/jobs/{id}/gate", post(gate))
         .route("/api/jobs/{id}/consent", post(consent))
         .route("/api/artifacts/{sha256}", get(artifact))
@@ -164,6 +166,14 @@ async fn job_events(
 async fn job_ledger(State(state): State<AppState>, UrlPath(id): UrlPath<String>) -> ApiResult {
     let dir = state.state_dir.clone();
     blocking(move || views::ledger(&dir, &id)).await
+}
+
+async fn job_step(
+    State(state): State<AppState>,
+    UrlPath((id, step_id)): UrlPath<(String, String)>,
+) -> ApiResult {
+    let dir = state.state_dir.clone();
+    blocking(move || views::step(&dir, &id, &step_id)).await
 }
 
 #[derive(Debug, Default, Deserialize)]

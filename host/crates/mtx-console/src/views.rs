@@ -390,6 +390,65 @@ fn collect_handles(v: &Value, at: &str, out: &mut Vec<Value>) {
     }
 }
 
+// ----------------------------------------------------------------------------- steps
+
+/// `GET /api/jobs/{id}/steps/{step_id}`: one iteration's evidence: its ledger snapshot,
+/// its progress record, and every file of `step_outputs/<idempotency_key>/` (prompt,
+/// context snapshot, response, validation evidence, `output.json`) with its sha256, plus
+/// the handles `output.json` names.
+pub fn step(state_dir: &Path, job_id: &str, step_id: &str) -> Result<Value, ViewError> {
+    let job = job_dir(state_dir, job_id)?;
+    let entries = read_records(&job.run_ledger())?;
+    let ledger_step = entries
+        .iter()
+        .rev()
+        .find_map(|e| match &e.record {
+            LedgerRecord::Step(s) if s.step_id == step_id => Some(s.clone()),
+            _ => None,
+        })
+        .ok_or_else(|| ViewError::NotFound(format!("no step {step_id} in the ledger of job {job_id}")))?;
+    let key = &ledger_step.idempotency_key;
+    let dir = job.step_dir(key).map_err(|_| ViewError::Unreadable {
+        path: job.run_ledger(),
+        message: format!("bad idempotency key {key:?}"),
+    })?;
+    let mut files = Vec::new();
+    if let Ok(read) = std::fs::read_dir(&dir) {
+        let mut names: Vec<String> = read
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        for name in names {
+            let path = dir.join(&name);
+            let bytes = std::fs::read(&path).map_err(|e| unreadable(&path, e))?;
+            files.push(json!({
+                "name": name,
+                "path": format!("step_outputs/{key}/{name}"),
+                "sha256": sha256_hex(&bytes),
+                "size_bytes": bytes.len(),
+            }));
+        }
+    }
+    let mut output_refs = Vec::new();
+    if let Ok(Some(output)) = read_json(&dir.join("output.json")) {
+        collect_handles(&output, "output", &mut output_refs);
+    }
+    let iteration = load_progress(&job).ok().flatten().and_then(|p| {
+        p.micro_tasks.iter().flat_map(|m| m.iterations.iter()).find(|i| i.step_id == step_id).cloned()
+    });
+    Ok(json!({
+        "job_id": job_id,
+        "step_id": step_id,
+        "ledger_step": ledger_step,
+        "iteration": iteration,
+        "files": files,
+        "output_refs": output_refs,
+    }))
+}
+
 // --------------------------------------------------------------------------- ledger
 
 /// The on-disk object of a ledger record (custom kinds keep their fields next to `kind`).

@@ -148,6 +148,34 @@ fn events_are_filtered_by_type_mt_and_seq_and_link_their_artifacts() {
 }
 
 #[test]
+fn a_step_lists_its_files_with_their_hashes() {
+    let fx = fixture();
+    let console = start(fx.state_dir(), None, FakeActions::new(fx.state_dir()));
+    let r = get(console.addr, &format!("/api/jobs/{GATED}/steps/MT-001_iter-001"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let d = r.json();
+    let names: Vec<_> = d["files"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["context_snapshot.json", "output.json", "prompt.txt", "response.txt"]);
+    let prompt = d["files"].as_array().unwrap().iter().find(|f| f["name"] == "prompt.txt").unwrap();
+    assert_eq!(prompt["sha256"], fx.prompt.sha256.as_str());
+    assert_eq!(prompt["path"], fx.prompt.path.as_str());
+    let fields: Vec<_> =
+        d["output_refs"].as_array().unwrap().iter().map(|r| r["field"].as_str().unwrap()).collect();
+    assert_eq!(
+        fields,
+        [
+            "output.context_snapshot_ref",
+            "output.prompt_snapshot_ref",
+            "output.output_snapshot_ref",
+            "output.validation_ref"
+        ]
+    );
+    assert_eq!(d["ledger_step"]["status"], "completed");
+    assert_eq!(d["iteration"]["outcome"], "RETRY");
+    assert_eq!(get(console.addr, &format!("/api/jobs/{GATED}/steps/MT-009_iter-001")).status, 404);
+}
+
+#[test]
 fn the_ledger_view_shows_records_and_the_verified_chain() {
     let fx = fixture();
     let console = start(fx.state_dir(), None, FakeActions::new(fx.state_dir()));
@@ -158,7 +186,7 @@ fn the_ledger_view_shows_records_and_the_verified_chain() {
     assert_eq!(d["records"][2]["record"]["status"], "completed");
     assert_eq!(
         d["records"][2]["record"]["output_artifact_ref"]["path"].as_str().unwrap().split('/').next_back(),
-        Some("response.txt")
+        Some("output.json")
     );
     assert_eq!(d["chain"]["ledger_ok"], true, "{}", d["chain"]);
     assert_eq!(d["chain"]["all_ok"], true, "{}", d["chain"]);

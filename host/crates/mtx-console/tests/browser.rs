@@ -222,6 +222,20 @@ fn an_operator_inspects_a_gated_job_and_continues_it_in_chromium() {
         ),
         json!("iter lv-0 o-RETRY | iter lv-0 o-ESCALATE | iter lv-1 o-SUCCESS")
     );
+    // One iteration's evidence: the prompt in the artifact viewer, with its sha256.
+    page.eval("document.querySelector('#mt-MT-001 a.iter-link').click()");
+    page.wait_for("the step files", "document.querySelector('#step-files')");
+    page.eval(
+        "Array.from(document.querySelectorAll('#step-files a')).find(a => a.innerText === 'prompt.txt').click()",
+    );
+    page.wait_for("the prompt", "document.querySelector('#artifact-text')");
+    let prompt = page.eval("document.querySelector('#artifact-text').innerText");
+    assert!(prompt.as_str().unwrap().contains("Implement parse_version"), "{prompt}");
+    let sha = page.eval("document.querySelector('#artifact-sha').innerText");
+    assert!(sha.as_str().unwrap().contains(&fx.prompt.sha256), "{sha}");
+    page.eval(&format!("location.hash = '#/job/{GATED}'"));
+    page.wait_for("the job page again", "document.querySelector('#escalations')");
+
     let escalation = page.eval("document.querySelector('#escalations').innerText");
     assert!(escalation.as_str().unwrap().contains("L0 qwen2.5-coder:7b"), "{escalation}");
     assert!(escalation.as_str().unwrap().contains("L1 qwen2.5-coder:14b"), "{escalation}");

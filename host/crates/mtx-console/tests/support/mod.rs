@@ -16,7 +16,7 @@ use mtx_store::history::JobRow;
 use mtx_store::ledger::{ConsentRecord, GateDecisionRecord};
 use mtx_store::{
     ArtifactStore, Correlation, Event, FlightRecorder, JobDir, JobHistory, LedgerHeader, LedgerRecord,
-    ProgressStore, RunLedger, StateDir,
+    ProgressStore, RunLedger, StateDir, StepOutput,
 };
 use mtx_types::progress::{PendingCloudEscalation, PendingGate};
 use mtx_types::{
@@ -225,7 +225,8 @@ pub fn fixture() -> Fixture {
     // ---------------------------------------------------------------- job-gated
     let row = job_record(GATED, WP, JobStatus::AwaitingUser, "paused_hard_gate", "2026-01-01T00:00:02.000Z");
     let job = create_job(&state, &history, &row);
-    let key = sha256_hex(b"MT-001 step 1");
+    // The ledger names this step by the key `step()` gives it.
+    let key = sha256_hex(b"MT-001_iter-001");
     let prompt = job
         .write_step_file(&key, "prompt.txt", b"## MICRO-TASK CONTEXT\nImplement parse_version.\n")
         .unwrap();
@@ -268,6 +269,23 @@ pub fn fixture() -> Fixture {
         "application/json",
     );
 
+    let output = job
+        .write_step_output(&StepOutput {
+            step_id: "MT-001_iter-001".into(),
+            idempotency_key: key.clone(),
+            prompt_hash: prompt.sha256.clone(),
+            context_snapshot_id: "snap-MT-001-1".into(),
+            context_snapshot_hash: snap.sha256.clone(),
+            context_snapshot_ref: Some(snap.clone()),
+            prompt_envelope_hashes: None,
+            prompt_snapshot_ref: Some(prompt.clone()),
+            output_snapshot_ref: Some(response.clone()),
+            validation_ref: Some(stdout.clone()),
+            mt_id: "MT-001".into(),
+            iteration_record: None,
+        })
+        .unwrap();
+
     let fr = FlightRecorder::create(&job.events(), correlation(GATED, WP)).unwrap();
     let e = |event: Event| emit(&fr, &history, GATED, event);
     e(Event::new(
@@ -300,7 +318,7 @@ pub fn fixture() -> Fixture {
 
     let mut l = ledger(&job, WP);
     l.append_step(&step("MT-001_iter-001", LedgerStepStatus::InProgress, 0, None)).unwrap();
-    l.append_step(&step("MT-001_iter-001", LedgerStepStatus::Completed, 0, Some(response.clone()))).unwrap();
+    l.append_step(&step("MT-001_iter-001", LedgerStepStatus::Completed, 0, Some(output))).unwrap();
     l.append_step(&step("MT-001_iter-002", LedgerStepStatus::Completed, 0, Some(response.clone()))).unwrap();
     l.append_step(&step("MT-001_iter-003", LedgerStepStatus::Completed, 1, Some(response.clone()))).unwrap();
     l.append_step(&step("MT-002_iter-001", LedgerStepStatus::Completed, 0, Some(response.clone()))).unwrap();
