@@ -1,1 +1,3 @@
 //! Support for the mtx integration tests: temp workspaces, scripted runs, assertions.
+
+pub mod plugins;
