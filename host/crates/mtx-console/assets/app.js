@@ -221,7 +221,7 @@ function gatePanel(d, rerender) {
     try {
       const r = await api('/api/jobs/' + encodeURIComponent(jobId) + path, { method: 'POST', body });
       result.className = 'result ok';
-      result.textContent = 'recorded' + (r.resumed ? '; the job is resuming' : '; resume failed: ' + r.resume_error);
+      result.textContent = (r.recorded ? 'recorded; ' : '') + (r.resumed ? 'the job is resuming' : 'resume failed: ' + r.resume_error);
       rerender();
     } catch (e) {
       result.className = 'result err';
@@ -230,7 +230,14 @@ function gatePanel(d, rerender) {
     }
   };
   const panels = [];
-  if (d.pending_gate) {
+  if ((d.pending_gate && d.gate_decided) || (d.pending_consent && d.consent_decided)) {
+    const buttons = [];
+    buttons.push(el('button', { id: 'job-resume', class: 'primary', onclick: () => send('/resume', {}, buttons) }, 'Resume job'));
+    panels.push(el('section', { class: 'card gate', id: 'gate-panel' },
+      el('h2', {}, 'Decision recorded: the job has not resumed yet'),
+      d.pending_gate && d.pending_gate.decision_ref ? el('p', {}, 'decision ', artLink(d.pending_gate.decision_ref, jobId)) : '',
+      el('div', { class: 'actions' }, buttons)));
+  } else if (d.pending_gate) {
     const g = d.pending_gate;
     const note = el('input', { id: 'gate-note', type: 'text', placeholder: 'note (optional)' });
     const buttons = [];
@@ -248,7 +255,7 @@ function gatePanel(d, rerender) {
         el('dt', {}, 'requested'), el('dd', {}, fmtTime(g.requested_at))),
       el('div', { class: 'actions' }, note, buttons)));
   }
-  if (d.pending_consent) {
+  if (d.pending_consent && !d.consent_decided) {
     const c = d.pending_consent;
     const note = el('input', { id: 'consent-note', type: 'text', placeholder: 'note (optional)' });
     const buttons = [];

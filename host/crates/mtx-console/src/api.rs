@@ -11,6 +11,7 @@
 //! GET  /api/artifacts/{sha256}?path=&job=
 //! POST /api/jobs/{id}/gate               {decision: continue|skip|abort, note?}
 //! POST /api/jobs/{id}/consent            {approve: bool, note?}
+//! POST /api/jobs/{id}/resume             {}: resume a job whose decision is already recorded
 //! ```
 //!
 //! Reads run on blocking threads (SQLite and file I/O). A decision is recorded through
@@ -70,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/jobs/{id}/steps/{step_id}", get(job_step))
         .route("/api/jobs/{id}/gate", post(gate))
         .route("/api/jobs/{id}/consent", post(consent))
+        .route("/api/jobs/{id}/resume", post(resume))
         .route("/api/artifacts/{sha256}", get(artifact))
         .fallback(not_found)
         .with_state(state)
@@ -265,6 +267,24 @@ async fn consent(
         views::job_dir(&dir, &id)?;
         let note = body.note.as_deref().filter(|n| !n.is_empty());
         decide_and_resume(actions.as_ref(), &id, |a| a.consent(&id, body.approve, note, CONSOLE_USER_ID))
+    })
+    .await
+}
+
+/// Resumes a job whose decision is recorded but not yet acted on (e.g. after a resume
+/// that failed, or a decision taken with `mtx gate`).
+async fn resume(
+    State(state): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let _: serde_json::Map<String, Value> = parse_body(&body)?;
+    let dir = state.state_dir.clone();
+    let actions = state.actions.clone();
+    blocking(move || {
+        views::job_dir(&dir, &id)?;
+        actions.resume(&id).map_err(ViewError::Refused)?;
+        Ok(json!({ "job_id": id, "resumed": true }))
     })
     .await
 }

@@ -261,6 +261,12 @@ pub fn job_detail(state_dir: &Path, job_id: &str) -> Result<Value, ViewError> {
         json!({ "plan": plan, "error": error })
     });
     let decisions = recorded_decisions(&job);
+    // A decision recorded while the job still waits: the executor acts on it at the next
+    // resume, and a second decision would be refused, so the page offers resume instead.
+    let gate_decided = pending_gate.as_ref().is_some_and(|g| g.decision_ref.is_some());
+    let consent_decided = pending_consent.as_ref().is_some_and(|c| {
+        decisions.iter().any(|d| d["kind"] == "consent" && d["record"]["request_id"] == c.request_id.as_str())
+    });
     let last_seq = events.last().map_or(0, |e| e["seq"].as_u64().unwrap_or(0));
     Ok(json!({
         "job_id": job_id,
@@ -274,6 +280,8 @@ pub fn job_detail(state_dir: &Path, job_id: &str) -> Result<Value, ViewError> {
         "pending_consent": pending_consent,
         "projection_plan": projection_plan,
         "decisions": decisions,
+        "gate_decided": gate_decided,
+        "consent_decided": consent_decided,
         "last_seq": last_seq,
     }))
 }

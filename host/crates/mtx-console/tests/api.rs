@@ -305,6 +305,47 @@ fn a_paused_job_is_continued_from_the_console() {
 }
 
 #[test]
+fn a_decision_recorded_elsewhere_is_shown_and_the_job_resumed_on_request() {
+    let fx = fixture();
+    // As `mtx gate` leaves it: the decision is on the pending gate, the job still waits.
+    let store = mtx_store::ProgressStore::new(&fx.job(GATED).progress_artifact());
+    let mut p: mtx_types::ProgressArtifact = store.load().unwrap();
+    p.current_state.pending_gate.as_mut().unwrap().decision_ref = Some(fx.prompt.clone());
+    store.save(&mut p).unwrap();
+    let actions = FakeActions::new(fx.state_dir());
+    let console = start(fx.state_dir(), None, actions.clone());
+    let d = get(console.addr, &format!("/api/jobs/{GATED}")).json();
+    assert_eq!(d["gate_decided"], true);
+    assert_eq!(d["consent_decided"], false);
+
+    assert_eq!(post(console.addr, &format!("/api/jobs/{GATED}/resume"), "[]").status, 400);
+    let r = post(console.addr, &format!("/api/jobs/{GATED}/resume"), "{}");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(actions.calls(), [format!("resume {GATED}")]);
+    assert!(get(console.addr, &format!("/api/jobs/{GATED}")).json()["pending_gate"].is_null());
+    assert_eq!(post(console.addr, "/api/jobs/nope/resume", "{}").status, 404);
+}
+
+#[test]
+fn a_failed_resume_is_reported_and_the_recorded_decision_stands() {
+    let fx = fixture();
+    let actions = FakeActions::new(fx.state_dir());
+    actions.fail_resume.store(true, std::sync::atomic::Ordering::SeqCst);
+    let console = start(fx.state_dir(), None, actions.clone());
+    let r = post(console.addr, &format!("/api/jobs/{GATED}/gate"), r#"{"decision":"continue"}"#);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body = r.json();
+    assert_eq!(body["recorded"]["decision"], "continue");
+    assert_eq!(body["resumed"], false);
+    assert!(body["resume_error"].as_str().unwrap().contains("workspace"));
+    let d = get(console.addr, &format!("/api/jobs/{GATED}")).json();
+    assert_eq!(d["gate_decided"], true, "the page offers resume, not a second decision");
+    let retry = post(console.addr, &format!("/api/jobs/{GATED}/resume"), "{}");
+    assert_eq!(retry.status, 409);
+    assert!(retry.json()["error"].as_str().unwrap().contains("workspace"));
+}
+
+#[test]
 fn skip_and_abort_are_recorded_as_sent() {
     for decision in ["skip", "abort"] {
         let fx = fixture();

@@ -430,11 +430,17 @@ pub fn fixture() -> Fixture {
 pub struct FakeActions {
     state_dir: PathBuf,
     pub calls: Mutex<Vec<String>>,
+    /// Makes `resume` fail, as a resume of a job whose workspace is gone would.
+    pub fail_resume: std::sync::atomic::AtomicBool,
 }
 
 impl FakeActions {
     pub fn new(state_dir: &Path) -> Arc<Self> {
-        Arc::new(FakeActions { state_dir: state_dir.to_owned(), calls: Mutex::new(Vec::new()) })
+        Arc::new(FakeActions {
+            state_dir: state_dir.to_owned(),
+            calls: Mutex::new(Vec::new()),
+            fail_resume: Default::default(),
+        })
     }
 
     pub fn calls(&self) -> Vec<String> {
@@ -452,10 +458,13 @@ impl FakeActions {
 impl OperatorActions for FakeActions {
     fn gate(&self, job_id: &str, decision: &str, note: Option<&str>, user_id: &str) -> Result<Value, String> {
         self.calls.lock().unwrap().push(format!("gate {job_id} {decision} {}", note.unwrap_or("-")));
-        let (job, _, p) = self.job(job_id);
-        let Some(gate) = p.current_state.pending_gate else {
+        let (job, store, mut p) = self.job(job_id);
+        let Some(gate) = p.current_state.pending_gate.clone() else {
             return Err(format!("job is not paused: {job_id} waits at no gate"));
         };
+        if gate.decision_ref.is_some() {
+            return Err(format!("job is not paused: {job_id} already has a decision; resume it"));
+        }
         let decided = json!({
             "decision_id": uuid::Uuid::now_v7().to_string(), "job_id": job_id, "wp_id": p.wp_id,
             "mt_id": gate.mt_id, "gate_reason": gate.gate_reason, "decision": decision,
@@ -473,6 +482,10 @@ impl OperatorActions for FakeActions {
             .unwrap();
         let fr = FlightRecorder::open(&job.events(), correlation(job_id, &p.wp_id)).unwrap();
         fr.emit(Event::new("FR-EVT-MTX-002", decided.clone())).unwrap();
+        let rel = format!("gate_decisions/{}.json", decided["decision_id"].as_str().unwrap());
+        let handle = job.write_file(&rel, decided.to_string().as_bytes()).unwrap();
+        p.current_state.pending_gate.as_mut().unwrap().decision_ref = Some(handle);
+        store.save(&mut p).unwrap();
         Ok(decided)
     }
 
@@ -518,6 +531,9 @@ impl OperatorActions for FakeActions {
 
     fn resume(&self, job_id: &str) -> Result<(), String> {
         self.calls.lock().unwrap().push(format!("resume {job_id}"));
+        if self.fail_resume.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(format!("job {job_id} records no workspace root"));
+        }
         let (job, store, mut p) = self.job(job_id);
         p.current_state.pending_gate = None;
         p.current_state.pending_cloud_escalation = None;
