@@ -365,7 +365,11 @@ async function renderJob(jobId) {
     const decisions = d.decisions.length ? el('table', { id: 'decisions' }, el('tbody', {}, d.decisions.map((r) =>
       el('tr', {}, el('td', {}, r.seq), el('td', {}, r.kind), el('td', {}, r.record.decision || (r.record.approved === undefined ? '' : (r.record.approved ? 'approved' : 'denied'))),
         el('td', {}, r.record.mt_id || r.record.request_id || ''), el('td', {}, jsonBlock(r.record)))))) : el('p', { class: 'muted' }, 'No decisions recorded.');
+    const problems = d.problems.length ? el('table', { id: 'problems' }, el('tbody', {}, d.problems.map((x) =>
+      el('tr', { class: 'problem' }, el('td', {}, x.seq), el('td', {}, el('span', { class: 'bad' }, x.kind)), el('td', {}, x.mt_id || ''),
+        el('td', {}, x.detail), el('td', { class: 'mono muted' }, x.event_type))))) : null;
     app.replaceChildren(header, ...gatePanel(d, () => load().catch(showError)),
+      problems ? el('section', { class: 'card' }, el('h2', {}, 'Problems'), problems) : '',
       el('section', { class: 'card' }, el('h2', {}, 'Micro-tasks by wave'), timeline(d)),
       el('section', { class: 'card' }, el('h2', {}, 'Escalations'), escalationsTable(d)),
       el('section', { class: 'card' }, el('h2', {}, 'Distillation candidates'), candidatesTable(d)),

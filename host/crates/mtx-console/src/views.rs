@@ -254,6 +254,7 @@ pub fn job_detail(state_dir: &Path, job_id: &str) -> Result<Value, ViewError> {
         }
     }
 
+    let problems: Vec<Value> = events.iter().filter_map(problem).collect();
     let pending_gate = progress.as_ref().and_then(|p| p.current_state.pending_gate.clone());
     let pending_consent = progress.as_ref().and_then(|p| p.current_state.pending_cloud_escalation.clone());
     let projection_plan = pending_consent.as_ref().map(|c| {
@@ -280,9 +281,51 @@ pub fn job_detail(state_dir: &Path, job_id: &str) -> Result<Value, ViewError> {
         "pending_consent": pending_consent,
         "projection_plan": projection_plan,
         "decisions": decisions,
+        "problems": problems,
         "gate_decided": gate_decided,
         "consent_decided": consent_decided,
         "last_seq": last_seq,
+    }))
+}
+
+/// The operator-console problems of MTX-SPEC 15.3 an event stands for: gate denials and
+/// degraded gates, capability denials, plugin failures and denied grants, recovery,
+/// resource warnings and a failed loop. `None` for any other event.
+fn problem(e: &Value) -> Option<Value> {
+    let p = &e["payload"];
+    let text = |k: &str| p[k].as_str().unwrap_or("").to_owned();
+    let (kind, detail) = match e["event_type"].as_str()? {
+        "FR-EVT-GATE-001" if p["outcome"] == "deny" || p["outcome"] == "degraded" => (
+            format!("gate {}", text("outcome")),
+            format!("{} {}: {}", text("gate"), text("op_id"), text("reason")),
+        ),
+        "FR-EVT-CAP-001" if p["decision_outcome"] == "deny" => {
+            ("capability denied".to_owned(), format!("{} for {}", text("capability_id"), text("actor_id")))
+        }
+        "FR-EVT-PLUGIN-002" if p["decision_outcome"] == "deny" => {
+            ("plugin grant denied".to_owned(), format!("{}: {}", text("plugin"), text("grant")))
+        }
+        "FR-EVT-MTX-003" => (
+            "plugin failure".to_owned(),
+            format!("{} ({}): {}", text("plugin"), text("kind"), text("message")),
+        ),
+        "FR-EVT-WF-RECOVERY" => (
+            "recovery".to_owned(),
+            format!("{} -> {}: {}", text("from_state"), text("to_state"), text("reason")),
+        ),
+        "FR-EVT-MTX-001" => (
+            "resource warning".to_owned(),
+            format!("{} at {} of {}", text("kind"), p["value"], p["threshold"]),
+        ),
+        "FR-EVT-MTX-004" => ("log repaired".to_owned(), format!("{}: {}", text("file"), text("reason"))),
+        "FR-EVT-MT-010" => {
+            ("loop failed".to_owned(), format!("{} {}", text("status_reason"), text("error_message")))
+        }
+        _ => return None,
+    };
+    Some(json!({
+        "seq": e["seq"], "timestamp": e["timestamp"], "event_type": e["event_type"], "mt_id": e["mt_id"],
+        "kind": kind, "detail": detail.trim(),
     }))
 }
 

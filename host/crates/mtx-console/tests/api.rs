@@ -89,7 +89,12 @@ fn the_job_view_has_waves_iterations_escalations_candidates_and_the_gate() {
     assert_eq!(d["pending_gate"]["gate_reason"], "iteration_limit");
     assert_eq!(d["pending_gate"]["mt_id"], "MT-002");
     assert!(d["pending_consent"].is_null());
-    assert!(d["last_seq"].as_u64().unwrap() >= 14);
+    assert_eq!(d["last_seq"], 15);
+    let problems = d["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0]["kind"], "gate deny");
+    assert_eq!(problems[0]["mt_id"], "MT-002");
+    assert!(problems[0]["detail"].as_str().unwrap().starts_with("G-SCOPE op-7"));
 
     let consent = get(console.addr, &format!("/api/jobs/{CONSENT}")).json();
     assert_eq!(consent["pending_consent"]["requested_model_id"], "gpt-4o");
@@ -119,7 +124,7 @@ fn events_are_filtered_by_type_mt_and_seq_and_link_their_artifacts() {
 
     let all = get(console.addr, &base).json();
     let events = all["events"].as_array().unwrap();
-    assert_eq!(events.len(), 14);
+    assert_eq!(events.len(), 15);
     let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in seq order");
     assert!(all["event_types"].as_array().unwrap().contains(&json!("FR-EVT-MT-015")));
@@ -131,11 +136,11 @@ fn events_are_filtered_by_type_mt_and_seq_and_link_their_artifacts() {
 
     let mt2 = get(console.addr, &format!("{base}?mt=MT-002")).json();
     assert!(mt2["events"].as_array().unwrap().iter().all(|e| e["mt_id"] == "MT-002"));
-    assert_eq!(mt2["events"].as_array().unwrap().len(), 3);
+    assert_eq!(mt2["events"].as_array().unwrap().len(), 4);
 
-    let after = get(console.addr, &format!("{base}?after=12")).json();
+    let after = get(console.addr, &format!("{base}?after=13")).json();
     let after_seqs: Vec<_> = after["events"].as_array().unwrap().iter().map(|e| e["seq"].clone()).collect();
-    assert_eq!(after_seqs, [json!(13), json!(14)]);
+    assert_eq!(after_seqs, [json!(14), json!(15)]);
 
     let validation = get(console.addr, &format!("{base}?type=FR-EVT-MT-012")).json();
     let refs = validation["events"][0]["artifact_refs"].as_array().unwrap();
@@ -191,7 +196,7 @@ fn the_ledger_view_shows_records_and_the_verified_chain() {
     assert_eq!(d["chain"]["ledger_ok"], true, "{}", d["chain"]);
     assert_eq!(d["chain"]["all_ok"], true, "{}", d["chain"]);
     assert_eq!(d["chain"]["ledger_records"], 6);
-    assert_eq!(d["chain"]["events"], 14);
+    assert_eq!(d["chain"]["events"], 15);
 }
 
 #[test]
@@ -292,7 +297,7 @@ fn a_paused_job_is_continued_from_the_console() {
     assert_eq!(last["kind"], "gate_decision");
     assert_eq!(last["record"]["gate_reason"], "iteration_limit");
     assert_eq!(ledger["chain"]["all_ok"], true, "{}", ledger["chain"]);
-    let events = get(console.addr, &format!("/api/jobs/{GATED}/events?after=14")).json();
+    let events = get(console.addr, &format!("/api/jobs/{GATED}/events?after=15")).json();
     let types: Vec<_> =
         events["events"].as_array().unwrap().iter().map(|e| e["event_type"].clone()).collect();
     assert_eq!(types, [json!("FR-EVT-MTX-002"), json!("FR-EVT-MT-008")]);
@@ -520,10 +525,10 @@ fn the_live_stream_sends_events_recorded_after_it_opened() {
     let console = start(fx.state_dir(), None, FakeActions::new(fx.state_dir()));
     let mut stream = TcpStream::connect(console.addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    write!(stream, "GET /api/jobs/{GATED}/stream?after=13 HTTP/1.1\r\nHost: {}\r\n\r\n", console.addr)
+    write!(stream, "GET /api/jobs/{GATED}/stream?after=14 HTTP/1.1\r\nHost: {}\r\n\r\n", console.addr)
         .unwrap();
 
-    // The stream first replays what follows `after` (seq 14), then what is recorded later.
+    // The stream first replays what follows `after` (seq 15), then what is recorded later.
     let fr = FlightRecorder::open(&fx.job(GATED).events(), support::correlation(GATED, WP)).unwrap();
     fr.emit(Event::new("FR-EVT-MT-007", json!({"wp_id": WP, "mt_id": "MT-002"}))).unwrap();
 
@@ -541,9 +546,9 @@ fn the_live_stream_sends_events_recorded_after_it_opened() {
     let text = String::from_utf8_lossy(&seen).into_owned();
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.to_ascii_lowercase().contains("content-type: text/event-stream"));
-    let first = text.find("id: 14").expect("seq 14 replayed");
-    let second = text.find("id: 15").expect("seq 15 streamed");
+    let first = text.find("id: 15").expect("seq 15 replayed");
+    let second = text.find("id: 16").expect("seq 16 streamed");
     assert!(first < second);
     assert!(text.contains("event: fr"));
-    assert!(!text.contains("id: 13\n"), "nothing at or before `after`");
+    assert!(!text.contains("id: 14\n"), "nothing at or before `after`");
 }

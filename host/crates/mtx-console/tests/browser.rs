@@ -240,6 +240,8 @@ fn an_operator_inspects_a_gated_job_and_continues_it_in_chromium() {
     assert!(escalation.as_str().unwrap().contains("L0 qwen2.5-coder:7b"), "{escalation}");
     assert!(escalation.as_str().unwrap().contains("L1 qwen2.5-coder:14b"), "{escalation}");
     assert!(escalation.as_str().unwrap().contains("two consecutive failures"), "{escalation}");
+    let problems = page.eval("document.querySelector('#problems').innerText");
+    assert!(problems.as_str().unwrap().contains("gate deny"), "{problems}");
     let candidates = page.eval("document.querySelector('#candidates').innerText");
     assert!(candidates.as_str().unwrap().contains("rust, parsing"), "{candidates}");
     assert_eq!(page.eval("document.querySelector('#gate-reason').innerText"), json!("iteration_limit"));

@@ -314,6 +314,11 @@ pub fn fixture() -> Fixture {
     e(Event::new("FR-EVT-MT-004", json!({"wp_id": WP, "mt_id": "MT-001"})));
     e(Event::new("FR-EVT-MT-002", json!({"wp_id": WP, "mt_id": "MT-002", "iteration": 1})));
     e(Event::new("FR-EVT-MT-003", iteration_complete("MT-002", 1, 1, 0, "RETRY", &snap)));
+    e(Event::new(
+        "FR-EVT-GATE-001",
+        json!({"op_id": "op-7", "gate": "G-SCOPE", "outcome": "deny", "reason": "src/main.rs is outside the MT scope"}),
+    )
+    .mt("MT-002"));
     e(Event::new("FR-EVT-MT-006", json!({"wp_id": WP, "mt_id": "MT-002", "reason": "iteration_limit"})));
 
     let mut l = ledger(&job, WP);
