@@ -273,3 +273,32 @@ fn an_operator_inspects_a_gated_job_and_continues_it_in_chromium() {
     page.screenshot(&shot);
     assert!(std::fs::metadata(&shot).unwrap().len() > 1000, "a real screenshot");
 }
+
+#[test]
+fn a_console_with_a_token_works_from_the_url_the_cli_prints() {
+    let fx = fixture();
+    let actions = FakeActions::new(fx.state_dir());
+    let console = start(fx.state_dir(), Some("tok/+ 1"), actions.clone());
+    let chromium = launch();
+    let mut browser = Cdp::connect(&chromium.ws_url);
+    let target = browser.call("Target.createTarget", json!({ "url": "about:blank" }));
+    let port = chromium.ws_url.trim_start_matches("ws://").split('/').next().unwrap().to_owned();
+    let mut page =
+        Cdp::connect(&format!("ws://{port}/devtools/page/{}", target["targetId"].as_str().unwrap()));
+    page.call("Page.enable", json!({}));
+
+    // Without the token the console answers nothing.
+    page.call("Page.navigate", json!({ "url": format!("http://{}/", console.addr) }));
+    page.wait_for("the refusal", "document.body && document.body.innerText.includes('needs its token')");
+
+    // With it (percent-encoded in the URL), the page, its API calls and its live stream work.
+    page.call(
+        "Page.navigate",
+        json!({ "url": format!("http://{}/?token=tok%2F%2B%201#/job/{GATED}", console.addr) }),
+    );
+    page.wait_for("the job page", "document.querySelector('#gate-continue')");
+    page.wait_for("the live stream", "document.querySelector('#live').innerText === 'live'");
+    page.eval("document.querySelector('#gate-continue').click()");
+    page.wait_for("the recorded decision", "document.querySelector('#gate-none')");
+    assert_eq!(actions.calls(), [format!("gate {GATED} continue -"), format!("resume {GATED}")]);
+}
