@@ -14,8 +14,9 @@
 //! stream; `guard` the token, host and cross-site checks every request passes; `assets`
 //! the embedded page.
 //!
-//! Invariant: the console never writes into the state directory itself; every change is
-//! an [`OperatorActions`] call. It never spawns a process and never links the plugin
+//! Invariant: the console never writes a record into the state directory itself; every
+//! change is an [`OperatorActions`] call. (Opening the Job History index lets SQLite keep
+//! its WAL files next to it; the console never creates the index.) It never spawns a process and never links the plugin
 //! runtime (no dependency on mtx-plugin or mtx-executor).
 //! Invariant: a console bound to a non-loopback address refuses to start without a token,
 //! and then answers no request that lacks it.
@@ -62,13 +63,24 @@ pub trait OperatorActions: Send + Sync + 'static {
 }
 
 /// Where the console reads and listens.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConsoleConfig {
     pub state_dir: PathBuf,
     pub addr: SocketAddr,
     /// Required when `addr` is not loopback; then every request must carry it, as
     /// `Authorization: Bearer <token>` or `?token=<token>`.
     pub token: Option<String>,
+}
+
+impl std::fmt::Debug for ConsoleConfig {
+    // The token is a secret: a logged config must not reveal it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleConfig")
+            .field("state_dir", &self.state_dir)
+            .field("addr", &self.addr)
+            .field("token", &self.token.as_ref().map(|_| "[REDACTED]"))
+            .finish()
+    }
 }
 
 /// Why the console did not start.
@@ -134,6 +146,12 @@ mod tests {
             addr: addr.parse().unwrap(),
             token: token.map(str::to_owned),
         }
+    }
+
+    #[test]
+    fn the_token_never_appears_in_debug_output() {
+        let shown = format!("{:?}", config("0.0.0.0:1", Some("s3cr3t")));
+        assert!(!shown.contains("s3cr3t") && shown.contains("[REDACTED]"), "{shown}");
     }
 
     #[test]
