@@ -1,0 +1,205 @@
+//! End-to-end tests of the `mtx` binary on the examples: the newcomer's path, word for
+//! word. They live here rather than in tests/ because only the package that owns the
+//! binary gets its path (`CARGO_BIN_EXE_mtx`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn mtx(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mtx"))
+        .args(args)
+        .current_dir(cwd)
+        .env("NO_COLOR", "1")
+        .env_remove("MTX_STATE_DIR")
+        .output()
+        .expect("running mtx")
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// Runs an example with `--json` and returns (exit code, final summary, event types).
+fn run_example(name: &str, state: &Path) -> (i32, Value, Vec<String>) {
+    let example = repo_root().join("examples").join(name);
+    let out =
+        mtx(&["run", example.to_str().unwrap(), "--state-dir", state.to_str().unwrap(), "--json"], state);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<Value> = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let summary = lines.iter().rev().find(|v| v.get("exit_code").is_some()).cloned().unwrap_or_else(|| {
+        panic!("no summary line; output was:\n{}", text(&out));
+    });
+    let events =
+        lines.iter().filter_map(|v| v.get("event_type").and_then(Value::as_str).map(str::to_owned)).collect();
+    (out.status.code().unwrap_or(-1), summary, events)
+}
+
+fn job_events(job: &str, state: &Path) -> Vec<String> {
+    let out = mtx(&["events", job, "--state-dir", state.to_str().unwrap(), "--json"], state);
+    assert!(out.status.success(), "{}", text(&out));
+    let events: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    events.iter().map(|e| e["event_type"].as_str().unwrap().to_owned()).collect()
+}
+
+fn scratch_workspace(state: &Path, example: &str) -> PathBuf {
+    std::fs::read_dir(state.join("workspaces"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(example))
+        .expect("the example ran in a scratch workspace")
+}
+
+fn crate_tests_pass(dir: &Path) -> bool {
+    Command::new("cargo")
+        .args(["test", "--offline", "--quiet"])
+        .current_dir(dir)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+#[test]
+fn wordfreq_escalates_succeeds_and_leaves_verifiable_evidence() {
+    let state = tempfile::tempdir().unwrap();
+    let (code, summary, events) = run_example("wordfreq", state.path());
+    assert_eq!(code, 0, "summary: {summary}");
+    assert_eq!(summary["status"], "completed");
+    let job = summary["job_id"].as_str().unwrap().to_owned();
+    for wanted in ["FR-EVT-MT-001", "FR-EVT-MT-005", "FR-EVT-MT-012", "FR-EVT-MT-015", "FR-EVT-MT-009"] {
+        assert!(events.iter().any(|e| e == wanted), "{wanted} missing from the live events {events:?}");
+    }
+    assert!(summary["summary"]["escalations"].as_u64().unwrap() >= 1);
+    assert!(summary["summary"]["distillation_candidates"].as_u64().unwrap() >= 1);
+    assert_eq!(job_events(&job, state.path()), events, "the recorded events are the ones the run showed");
+
+    // The repository's example is untouched; the scratch copy now passes its tests.
+    let workspace = scratch_workspace(state.path(), "wordfreq");
+    assert!(crate_tests_pass(&workspace), "the example crate's tests pass after the run");
+    assert!(!crate_tests_pass_without_change(), "the example crate in the repository still fails its tests");
+
+    let verify = mtx(&["verify", &job, "--state-dir", state.path().to_str().unwrap()], state.path());
+    assert!(verify.status.success(), "{}", text(&verify));
+
+    let jobs = mtx(&["jobs", "--state-dir", state.path().to_str().unwrap(), "--json"], state.path());
+    let rows: Vec<Value> = serde_json::from_slice(&jobs.stdout).unwrap();
+    assert_eq!(rows[0]["profile_id"], "micro_task_executor_v1");
+    assert_eq!(rows[0]["status"], "completed");
+}
+
+fn crate_tests_pass_without_change() -> bool {
+    let copy = tempfile::tempdir().unwrap();
+    let src = repo_root().join("examples/wordfreq/crate");
+    for entry in walk(&src) {
+        let rel = entry.strip_prefix(&src).unwrap();
+        let dest = copy.path().join(rel);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(&entry, dest).unwrap();
+    }
+    crate_tests_pass(copy.path())
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.file_name().is_some_and(|n| n == "target") {
+            continue;
+        }
+        if path.is_dir() { files.extend(walk(&path)) } else { files.push(path) }
+    }
+    files
+}
+
+#[test]
+fn semver_lite_pauses_at_the_hard_gate_and_resumes_after_the_decision() {
+    let state = tempfile::tempdir().unwrap();
+    let state_arg = state.path().to_str().unwrap().to_owned();
+    let (code, summary, events) = run_example("semver-lite", state.path());
+    assert_eq!(code, 3, "paused jobs exit 3; summary: {summary}");
+    assert_eq!(summary["status"], "awaiting_user");
+    assert!(events.iter().any(|e| e == "FR-EVT-MT-006"), "hard gate event missing: {events:?}");
+    assert!(events.iter().any(|e| e == "FR-EVT-MT-005"));
+    let job = summary["job_id"].as_str().unwrap().to_owned();
+
+    // Resuming without a decision is refused and changes nothing.
+    let early = mtx(&["resume", &job, "--state-dir", &state_arg], state.path());
+    assert_eq!(early.status.code(), Some(2), "{}", text(&early));
+
+    let gate = mtx(
+        &["gate", &job, "--decision", "continue", "--note", "reviewed", "--state-dir", &state_arg],
+        state.path(),
+    );
+    assert!(gate.status.success(), "{}", text(&gate));
+    let resumed = mtx(&["resume", &job, "--state-dir", &state_arg, "--json"], state.path());
+    assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed));
+
+    let all = job_events(&job, state.path());
+    let gate_at = all.iter().position(|e| e == "FR-EVT-MT-006").unwrap();
+    let decided_at = all.iter().position(|e| e == "FR-EVT-MTX-002").expect("the decision is recorded");
+    let resumed_at = all.iter().position(|e| e == "FR-EVT-MT-008").expect("the resume is recorded");
+    assert!(gate_at < decided_at && decided_at < resumed_at);
+    assert_eq!(all.last().map(String::as_str), Some("FR-EVT-MT-009"));
+    assert!(crate_tests_pass(&scratch_workspace(state.path(), "semver-lite")));
+
+    let verify = mtx(&["verify", &job, "--state-dir", &state_arg], state.path());
+    assert!(verify.status.success(), "{}", text(&verify));
+}
+
+#[test]
+fn bad_input_gets_exit_code_2_and_a_specific_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = mtx(&["run", "no-such-packet.md"], dir.path());
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(text(&missing).contains("no-such-packet.md"), "{}", text(&missing));
+
+    std::fs::write(
+        dir.path().join("mtx.toml"),
+        "[plugins.planner]\ncomponent = \"builtin:planner-default\"\ncolour = 1\n",
+    )
+    .unwrap();
+    let bad_config = mtx(&["plugins", "--config", "mtx.toml"], dir.path());
+    assert_eq!(bad_config.status.code(), Some(2));
+    assert!(text(&bad_config).contains("colour"), "{}", text(&bad_config));
+
+    let no_state = mtx(&["jobs", "--state-dir", "nowhere"], dir.path());
+    assert_eq!(no_state.status.code(), Some(2));
+    assert!(text(&no_state).contains("no mtx state"), "{}", text(&no_state));
+}
+
+#[test]
+fn plugins_lists_every_default_with_its_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = mtx(&["plugins", "--json", "--state-dir", dir.path().to_str().unwrap()], dir.path());
+    assert!(out.status.success(), "{}", text(&out));
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let roles: Vec<&str> = rows.iter().map(|r| r["role"].as_str().unwrap()).collect();
+    assert_eq!(
+        roles,
+        ["planner", "model_backend", "lora_selector", "escalation_policy", "validators", "validators"]
+    );
+    for row in &rows {
+        assert_eq!(row["sha256"].as_str().unwrap().len(), 64, "{row}");
+        assert!(row["version"].is_string(), "{row}");
+        assert_eq!(row["grants"], serde_json::json!([]), "defaults grant nothing");
+    }
+}
+
+#[test]
+fn help_and_version_work_for_every_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(mtx(&["--version"], dir.path()).status.success());
+    for sub in ["run", "resume", "gate", "consent", "jobs", "show", "events", "ledger", "verify", "plugins"] {
+        let out = mtx(&[sub, "--help"], dir.path());
+        assert!(out.status.success(), "{sub} --help");
+        assert!(text(&out).contains("Examples:"), "{sub} --help shows examples");
+    }
+}
