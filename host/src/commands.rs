@@ -160,11 +160,12 @@ pub fn run(args: RunArgs, out: Output) -> CliResult {
     StateDir::new(&state_dir)
         .create()
         .with_context(|| format!("creating state dir {}", state_dir.display()))?;
+    let config_path = config.path.clone();
     let setup = setup_from(config, &state_dir, &workspace, &args.user_id);
     if !out.json {
         println!("mtx: running {} in {}", args.wp.display(), workspace.display());
     }
-    let view = LiveView::new(out);
+    let view = LiveView::new(out).remembering(&state_dir, config_path.as_deref());
     let outcome = mtx_executor::run_job(&setup, &args.wp, &view)?;
     view.finish();
     report_outcome(&outcome, &state_dir, out)
@@ -190,11 +191,28 @@ pub struct LiveView {
     out: Output,
     tty: bool,
     last: Mutex<Option<String>>,
+    /// Written next to the job on its first event, so `mtx resume` after a pause or a
+    /// crash runs with the same config without being told: (state dir, config path).
+    remember_config: Mutex<Option<(PathBuf, PathBuf)>>,
 }
+
+/// The file in a job directory naming the run config the job started with.
+const RUN_CONFIG_PATH_FILE: &str = "run_config.path";
 
 impl LiveView {
     pub fn new(out: Output) -> Self {
-        LiveView { out, tty: !out.json && std::io::stderr().is_terminal(), last: Mutex::new(None) }
+        LiveView {
+            out,
+            tty: !out.json && std::io::stderr().is_terminal(),
+            last: Mutex::new(None),
+            remember_config: Mutex::new(None),
+        }
+    }
+
+    fn remembering(self, state_dir: &Path, config: Option<&Path>) -> Self {
+        let config = config.and_then(|c| c.canonicalize().ok());
+        *self.remember_config.lock().unwrap() = config.map(|c| (state_dir.to_path_buf(), c));
+        self
     }
 
     fn finish(&self) {
@@ -206,6 +224,12 @@ impl LiveView {
 
 impl RunObserver for LiveView {
     fn event(&self, e: &EventEnvelope) {
+        if let Some((state_dir, config)) = self.remember_config.lock().unwrap().take()
+            && let Ok(job) = StateDir::new(&state_dir).job(&e.job_id)
+            && let Err(err) = job.write_file(RUN_CONFIG_PATH_FILE, config.to_string_lossy().as_bytes())
+        {
+            tracing::warn!("could not record the run config path of job {}: {err}", e.job_id);
+        }
         if self.out.json {
             if let Ok(line) = serde_json::to_string(e) {
                 println!("{line}");
@@ -408,7 +432,7 @@ fn recorded_config(state_dir: &Path, job_id: &str) -> Result<Option<RunConfig>, 
         .job(job_id)
         .map_err(|e| CliError::usage(e, None))?
         .root()
-        .join("run_config_path");
+        .join(RUN_CONFIG_PATH_FILE);
     match std::fs::read_to_string(&path) {
         Ok(p) => Ok(Some(RunConfig::load(Path::new(p.trim())).map_err(|e| CliError::usage(e, None))?)),
         Err(_) => Ok(None),

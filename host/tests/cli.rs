@@ -62,8 +62,8 @@ fn crate_tests_pass(dir: &Path) -> bool {
         .current_dir(dir)
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_TARGET_DIR")
-        .status()
-        .map(|s| s.success())
+        .output()
+        .map(|out| out.status.success())
         .unwrap_or(false)
 }
 
