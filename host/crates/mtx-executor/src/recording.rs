@@ -1,0 +1,208 @@
+//! The one writer of a job's logs: the Flight Recorder, the run ledger and the Job History
+//! index, shared by the loop, the plugin host (plugin calls, grant uses) and the Tool Bus
+//! (gate outcomes, capability checks, tool calls).
+//!
+//! Every event goes through [`JobLog::emit`]: durable in `events.jsonl` first, then indexed
+//! in the Job History, then queued for the live [`crate::RunObserver`]. Recording must never
+//! be skipped silently: an emit failure is returned to the loop, except inside the plugin
+//! and Tool Bus callbacks, which cannot fail a call and log the problem instead.
+
+use std::sync::{Mutex, MutexGuard};
+
+use mtx_plugin::{GrantUse, PluginCall, PluginLog, PluginRecorder};
+use mtx_store::ledger::PluginCallRecord;
+use mtx_store::{Event, EventEnvelope, FlightRecorder, JobHistory, LedgerRecord, RunLedger, StoreError};
+use mtx_toolbus::observer::{capability_action_payload, gate_outcome_payload};
+use mtx_toolbus::{GateOutcome, PlannedOperation, ToolBusObserver, ToolCallRecord};
+use serde_json::{Value, json};
+
+/// Which step a plugin call or tool call belongs to, for the records.
+#[derive(Debug, Clone, Default)]
+pub struct StepScope {
+    pub mt_id: Option<String>,
+    pub step_id: Option<String>,
+    pub iteration: Option<u32>,
+}
+
+pub struct JobLog {
+    pub job_id: String,
+    recorder: FlightRecorder,
+    ledger: Mutex<RunLedger>,
+    history: Option<Mutex<JobHistory>>,
+    unseen: Mutex<Vec<EventEnvelope>>,
+    scope: Mutex<StepScope>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl JobLog {
+    pub fn new(
+        job_id: &str,
+        recorder: FlightRecorder,
+        ledger: RunLedger,
+        history: Option<JobHistory>,
+    ) -> Self {
+        JobLog {
+            job_id: job_id.to_owned(),
+            recorder,
+            ledger: Mutex::new(ledger),
+            history: history.map(Mutex::new),
+            unseen: Mutex::new(Vec::new()),
+            scope: Mutex::new(StepScope::default()),
+        }
+    }
+
+    pub fn recorder(&self) -> &FlightRecorder {
+        &self.recorder
+    }
+
+    pub fn ledger(&self) -> MutexGuard<'_, RunLedger> {
+        lock(&self.ledger)
+    }
+
+    pub fn history(&self) -> Option<MutexGuard<'_, JobHistory>> {
+        self.history.as_ref().map(lock)
+    }
+
+    pub fn set_scope(&self, scope: StepScope) {
+        *lock(&self.scope) = scope;
+    }
+
+    fn scope(&self) -> StepScope {
+        lock(&self.scope).clone()
+    }
+
+    /// Durably records `event`, indexes it, and queues it for the live view.
+    pub fn emit(&self, event: Event) -> Result<EventEnvelope, StoreError> {
+        let stored = self.recorder.emit_stored(event)?;
+        if let Some(h) = self.history()
+            && let Err(e) = h.index_event(&self.job_id, &stored)
+        {
+            // The index is rebuildable from events.jsonl (`reindex`); a failed insert
+            // must not stop the job whose durable log already holds the event.
+            tracing::warn!(job_id = %self.job_id, error = %e, "job history index failed");
+        }
+        lock(&self.unseen).push(stored.envelope.clone());
+        Ok(stored.envelope)
+    }
+
+    /// Events recorded since the last call, in order.
+    pub fn take_unseen(&self) -> Vec<EventEnvelope> {
+        std::mem::take(&mut *lock(&self.unseen))
+    }
+
+    fn emit_logged(&self, event: Event) {
+        if let Err(e) = self.emit(event) {
+            tracing::error!(job_id = %self.job_id, error = %e, "flight recorder write failed in a callback");
+        }
+    }
+
+    pub fn append(&self, record: &LedgerRecord) -> Result<u64, StoreError> {
+        self.ledger().append(record)
+    }
+}
+
+impl PluginRecorder for JobLog {
+    fn plugin_call(&self, call: &PluginCall) {
+        let scope = self.scope();
+        let output: Value = match &call.output {
+            Some(text) => serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.clone())),
+            None => json!({"error": call.error, "outcome": call.outcome}),
+        };
+        let mut event = Event::new(
+            "FR-EVT-PLUGIN-001",
+            json!({
+                "plugin": call.plugin,
+                "role": call.role,
+                "world": call.world,
+                "digest": call.digest,
+                "world_version": call.world_version,
+                "function": call.function,
+                "input_hash": call.input_sha256,
+                "output_hash": call.output_sha256,
+                "output": output,
+                "outcome": call.outcome,
+                "error": call.error,
+                "duration_us": call.duration_us,
+                "clock": call.clock,
+                "seed": call.seed,
+                "step_id": scope.step_id,
+            }),
+        );
+        if let Some(mt) = &scope.mt_id {
+            event = event.mt(mt);
+        }
+        if let Some(i) = scope.iteration {
+            event = event.iteration(i);
+        }
+        self.emit_logged(event);
+        // `mtx replay` re-runs the call from the ledger: the canonical input is kept next
+        // to its hash, with the function and world version it was made against.
+        let record = LedgerRecord::PluginCall(PluginCallRecord {
+            plugin: call.plugin.clone(),
+            digest: call.digest.clone(),
+            world: Some(call.world.clone()),
+            input_hash: call.input_sha256.clone(),
+            output: json!({
+                "function": call.function,
+                "world_version": call.world_version,
+                "role": call.role,
+                "input": call.input,
+                "output": output,
+                "output_sha256": call.output_sha256,
+                "outcome": call.outcome,
+                "error": call.error,
+                "clock": call.clock,
+                "seed": call.seed,
+            }),
+            mt_id: scope.mt_id.clone(),
+            step_id: scope.step_id.clone(),
+        });
+        if let Err(e) = self.append(&record) {
+            tracing::error!(job_id = %self.job_id, error = %e, "ledger write of a plugin call failed");
+        }
+    }
+
+    fn grant_use(&self, grant: &GrantUse) {
+        self.emit_logged(Event::new(
+            "FR-EVT-PLUGIN-002",
+            json!({
+                "plugin": grant.plugin,
+                "digest": grant.digest,
+                "grant": grant.capability,
+                "detail": grant.detail,
+                "decision_outcome": if grant.allowed { "allow" } else { "deny" },
+            }),
+        ));
+    }
+
+    fn plugin_log(&self, log: &PluginLog) {
+        tracing::debug!(plugin = %log.plugin, level = %log.level, message = %log.message, "plugin log");
+    }
+}
+
+impl ToolBusObserver for JobLog {
+    fn gate_outcome(&self, op: &PlannedOperation, gate: &str, outcome: &GateOutcome) {
+        let mut event = Event::new("FR-EVT-GATE-001", gate_outcome_payload(op, gate, outcome));
+        if let Some(mt) = &op.mt_id {
+            event = event.mt(mt);
+        }
+        self.emit_logged(event);
+    }
+
+    fn capability_check(&self, op: &PlannedOperation, actor_id: &str, capability: &str, allowed: bool) {
+        let mut event =
+            Event::new("FR-EVT-CAP-001", capability_action_payload(op, actor_id, capability, allowed))
+                .capability(capability);
+        if let Some(mt) = &op.mt_id {
+            event = event.mt(mt);
+        }
+        self.emit_logged(event);
+    }
+
+    fn tool_call(&self, record: &ToolCallRecord) {
+        self.emit_logged(Event::new("FR-EVT-007", record.to_payload()));
+    }
+}
