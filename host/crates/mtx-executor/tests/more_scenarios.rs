@@ -1,0 +1,151 @@
+//! Fenced signals, model swaps (C-SWAP-1/2), LOCKED automation (C-LOCK-1), cancellation
+//! (C-CANCEL-1), the live observer and the Job History index.
+
+mod support;
+
+use std::sync::Mutex;
+
+use mtx_executor::{NoObserver, RunObserver, run_job};
+use mtx_types::{
+    ExecutionPolicy, ExecutionPolicyExtension, JobStatus, ModelSwapPolicy, SwapFallbackStrategy,
+};
+use support::*;
+
+const A: &str = "src/a.txt";
+
+fn one_mt(test: &str) -> Fixture {
+    fixture(&[(A, "old text\n")], &[test], &["src/a.txt says hello"])
+}
+
+#[test]
+fn completion_tags_inside_a_code_fence_are_not_a_claim() {
+    let fx = one_mt("grep -q hello src/a.txt");
+    let quoted = format!("Here is the template:\n```\n{}```\n", write_and_claim("MT-001", A, "hello\n", 1));
+    let right = write_and_claim("MT-001", A, "hello\n", 1);
+    let cas = cassette(&[("MT-001", 0, 1, &quoted), ("MT-001", 0, 2, &right)]);
+    let out = run_job(&setup(&fx, cas, ExecutionPolicy::default()), &fx.wp, &NoObserver).unwrap();
+    assert_eq!(out.status, JobStatus::Completed, "{out:?}");
+    let p = progress(&out.job_dir);
+    let first = &p["micro_tasks"][0]["iterations"][0];
+    assert_eq!(first["claimed_complete"], false);
+    assert_eq!(first["outcome"], "RETRY");
+    // Only the real claim was validated.
+    assert_eq!(events_of(&out.job_dir, "FR-EVT-MT-012").len(), 1);
+}
+
+/// 7b at level 0, 14b at level 1: a false completion streak forces a model swap.
+fn swap_run(policy: ExecutionPolicy) -> (Fixture, mtx_executor::JobOutcome) {
+    let fx = one_mt("grep -q hello src/a.txt");
+    let wrong = write_and_claim("MT-001", A, "nope\n", 1);
+    let right = write_and_claim("MT-001", A, "hello\n", 1);
+    let cas = cassette(&[("MT-001", 0, 1, &wrong), ("MT-001", 0, 2, &wrong), ("MT-001", 1, 1, &right)]);
+    let out = run_job(&setup(&fx, cas, policy), &fx.wp, &NoObserver).unwrap();
+    (fx, out)
+}
+
+#[test]
+fn c_swap_1_escalation_to_another_model_swaps_with_a_state_hash() {
+    let (_fx, out) = swap_run(short_chain_policy());
+    assert_eq!(out.status, JobStatus::Completed, "{out:?}");
+    let requested = events_of(&out.job_dir, "FR-EVT-MODEL-001");
+    assert_eq!(requested.len(), 1);
+    let p = &requested[0]["payload"];
+    assert_eq!(p["current_model_id"], "qwen2.5-coder:7b");
+    assert_eq!(p["target_model_id"], "qwen2.5-coder:14b");
+    assert_eq!(p["state_hash"].as_str().unwrap().len(), 64);
+    let request_path =
+        out.job_dir.join("model_swap").join(format!("{}.json", p["request_id"].as_str().unwrap()));
+    assert!(request_path.is_file());
+    // MODEL-002 comes after the recompiled context of the new model (CTX-002).
+    let all: Vec<String> =
+        events(&out.job_dir).iter().map(|e| e["event_type"].as_str().unwrap().to_string()).collect();
+    let i1 = all.iter().position(|t| t == "FR-EVT-MODEL-001").unwrap();
+    let i2 = all.iter().position(|t| t == "FR-EVT-MODEL-002").unwrap();
+    let ctx_between = all[i1..i2].iter().any(|t| t == "FR-EVT-CTX-002");
+    assert!(ctx_between, "{:?}", &all[i1..=i2]);
+    assert_eq!(iterations(&out.job_dir, "MT-001").last().unwrap().1, 1);
+}
+
+#[test]
+fn c_swap_2_swaps_disallowed_with_abort_fail_the_job() {
+    let mut policy = short_chain_policy();
+    policy.extensions.push(ExecutionPolicyExtension::model_swap(ModelSwapPolicy {
+        allow_swaps: false,
+        fallback_strategy: SwapFallbackStrategy::Abort,
+        ..ModelSwapPolicy::default()
+    }));
+    let (_fx, out) = swap_run(policy);
+    assert_eq!(out.status, JobStatus::Failed);
+    assert_eq!(out.status_reason, "model_swap_failed");
+    assert_eq!(events_of(&out.job_dir, "FR-EVT-MODEL-001").len(), 1);
+    let failed = events_of(&out.job_dir, "FR-EVT-MODEL-003");
+    assert_eq!(failed[0]["payload"]["error_summary"], "swap_disallowed_by_policy");
+    assert!(events_of(&out.job_dir, "FR-EVT-MODEL-002").is_empty());
+    assert!(events_of(&out.job_dir, "FR-EVT-MODEL-005").is_empty());
+    assert_eq!(events_of(&out.job_dir, "FR-EVT-MT-010").len(), 1);
+}
+
+#[test]
+fn c_lock_1_locked_automation_fails_closed_instead_of_pausing() {
+    let fx = one_mt("false");
+    let policy = ExecutionPolicy {
+        max_iterations_per_mt: 1,
+        max_total_iterations: 1,
+        automation_level: Some(mtx_types::AutomationLevel::Locked),
+        ..ExecutionPolicy::default()
+    };
+    let cas = cassette(&[("MT-001", 0, 1, &write_and_claim("MT-001", A, "x\n", 1))]);
+    let out = run_job(&setup(&fx, cas, policy), &fx.wp, &NoObserver).unwrap();
+    assert_eq!(out.status, JobStatus::Failed);
+    assert_eq!(out.status_reason, "locked_fail_closed");
+    assert!(events_of(&out.job_dir, "FR-EVT-MT-006").is_empty());
+    assert_eq!(events_of(&out.job_dir, "FR-EVT-MT-010")[0]["payload"]["status_reason"], "locked_fail_closed");
+}
+
+#[test]
+fn c_cancel_1_cancel_request_stops_before_the_next_iteration() {
+    let fx = one_mt("grep -q hello src/a.txt");
+    let policy = ExecutionPolicy { pause_points: vec!["MT-001".into()], ..ExecutionPolicy::default() };
+    let cas = cassette(&[("MT-001", 0, 1, &write_and_claim("MT-001", A, "hello\n", 1))]);
+    let s = setup(&fx, cas, policy);
+    let out = run_job(&s, &fx.wp, &NoObserver).unwrap();
+    std::fs::write(out.job_dir.join("cancel_requested"), b"").unwrap();
+    mtx_executor::decide_gate(&s.state_dir, &out.job_id, mtx_types::GateChoice::Continue, None, "eve")
+        .unwrap();
+    let resumed = mtx_executor::resume_job(&s, &out.job_id, &NoObserver).unwrap();
+    assert_eq!(resumed.status, JobStatus::Cancelled);
+    assert_eq!(events_of(&out.job_dir, "FR-EVT-MT-011").len(), 1);
+    assert!(events_of(&out.job_dir, "FR-EVT-MT-002").is_empty());
+    assert_eq!(progress(&out.job_dir)["status"], "cancelled");
+    assert_eq!(fx.read(A).as_deref(), Some("old text\n"));
+}
+
+#[derive(Default)]
+struct Collect(Mutex<Vec<(u64, String)>>);
+
+impl RunObserver for Collect {
+    fn event(&self, event: &mtx_store::EventEnvelope) {
+        self.0.lock().unwrap().push((event.seq, event.event_type.clone()));
+    }
+}
+
+#[test]
+fn observer_sees_every_durable_event_in_order_and_history_indexes_the_job() {
+    let fx = one_mt("grep -q hello src/a.txt");
+    let cas = cassette(&[("MT-001", 0, 1, &write_and_claim("MT-001", A, "hello\n", 1))]);
+    let seen = Collect::default();
+    let out = run_job(&setup(&fx, cas, ExecutionPolicy::default()), &fx.wp, &seen).unwrap();
+    assert_eq!(out.status, JobStatus::Completed);
+    let seen = seen.0.into_inner().unwrap();
+    let on_disk: Vec<(u64, String)> = events(&out.job_dir)
+        .iter()
+        .map(|e| (e["seq"].as_u64().unwrap(), e["event_type"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(seen, on_disk);
+    let history = mtx_store::JobHistory::open(&fx.state().join("history.sqlite")).unwrap();
+    let row = history.get_job(&out.job_id).unwrap().expect("a job history row");
+    assert_eq!(row.status, JobStatus::Completed);
+    assert_eq!(row.wp_id, "WP-TEST-1");
+    let indexed = history.query_events(&out.job_id, &Default::default()).unwrap();
+    assert_eq!(indexed.len(), on_disk.len());
+}
