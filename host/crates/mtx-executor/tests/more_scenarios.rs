@@ -149,3 +149,65 @@ fn observer_sees_every_durable_event_in_order_and_history_indexes_the_job() {
     let indexed = history.query_events(&out.job_id, &Default::default()).unwrap();
     assert_eq!(indexed.len(), on_disk.len());
 }
+
+#[test]
+fn mt_val_errors_stop_the_job_before_it_starts_and_list_every_violation() {
+    let fx = one_mt("grep -q hello src/a.txt");
+    // MT-VAL-006 checks token budgets against the policy's local context windows.
+    let mut policy = ExecutionPolicy::default();
+    for level in &mut policy.escalation_chain {
+        level.context_window = 600;
+    }
+    let s = setup(&fx, cassette(&[]), policy);
+    let err = run_job(&s, &fx.wp, &NoObserver).unwrap_err();
+    let mtx_executor::ExecError::InvalidInput(message) = err else { panic!("expected InvalidInput") };
+    assert!(message.contains("MT-VAL-006"), "{message}");
+    // The job was created and is recorded as failed.
+    let jobs: Vec<_> = std::fs::read_dir(fx.state().join("jobs")).unwrap().flatten().collect();
+    assert_eq!(jobs.len(), 1);
+    let job_dir = jobs[0].path();
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(job_dir.join("job.json")).unwrap()).unwrap();
+    assert_eq!(record["status"], "failed");
+    assert_eq!(record["status_reason"], "mt_definitions_invalid");
+    assert_eq!(events_of(&job_dir, "FR-EVT-MT-010")[0]["payload"]["status_reason"], "mt_definitions_invalid");
+    assert!(events_of(&job_dir, "FR-EVT-MT-001").is_empty());
+    assert!(job_dir.join("mt_definitions.json").is_file());
+}
+
+#[test]
+fn a_failing_plugin_pauses_at_a_plugin_failure_gate_and_continue_retries() {
+    let fx = one_mt("grep -q hello src/a.txt");
+    let cas = cassette(&[("MT-001", 0, 1, &write_and_claim("MT-001", A, "hello\n", 1))]);
+    let mut s = setup(&fx, cas, ExecutionPolicy::default());
+    let good_selector = s.plugins.lora_selector.clone();
+    let path = mtx_plugin::builtins::fixtures::path("bad-output").expect("fixture bad-output is built");
+    s.plugins.lora_selector =
+        mtx_plugin::PluginSpec::file(path, "lora_selector", mtx_plugin::World::LoraSelector);
+    // Give the selector a LoRA to consider, so it is asked at level 0.
+    s.loras.push(mtx_types::LoRAInfo {
+        lora_id: "text-lora".into(),
+        lora_version: None,
+        base_model_id: "qwen2.5-coder:7b".into(),
+        trained_on_task_types: vec!["text".into()],
+        specialization: Vec::new(),
+        weak_on_task_types: Vec::new(),
+        last_trained_at: None,
+        eval_metrics: None,
+        training_priority: None,
+    });
+    let out = run_job(&s, &fx.wp, &NoObserver).unwrap();
+    assert_eq!(out.status, JobStatus::AwaitingUser, "{out:?}");
+    let failure = &events_of(&out.job_dir, "FR-EVT-MTX-003")[0]["payload"];
+    assert_eq!(failure["kind"], "bad_output");
+    assert_eq!(failure["world"], "lora-selector");
+    assert_eq!(events_of(&out.job_dir, "FR-EVT-MT-006")[0]["payload"]["reason"], "plugin_failure");
+    assert!(events_of(&out.job_dir, "FR-EVT-MT-002").is_empty(), "no model call after the failure");
+    mtx_executor::decide_gate(&s.state_dir, &out.job_id, mtx_types::GateChoice::Continue, None, "fred")
+        .unwrap();
+    s.plugins.lora_selector = good_selector;
+    let resumed = mtx_executor::resume_job(&s, &out.job_id, &NoObserver).unwrap();
+    assert_eq!(resumed.status, JobStatus::Completed, "{resumed:?}");
+    let selection = &events_of(&out.job_dir, "FR-EVT-MT-013")[0]["payload"];
+    assert_eq!(selection["lora_id"], "text-lora");
+}
