@@ -398,6 +398,60 @@ fn fail_before_start(
     job.set_status(JobStatus::Failed, reason)
 }
 
+/// 8.6 item 2: the job's state cannot be trusted; it fails with `state_corruption`.
+fn fail_corrupt(
+    state: &StateDir,
+    dir: &JobDir,
+    record: &mut MicroTaskExecutorJob,
+    message: &str,
+    observer: &dyn RunObserver,
+) -> Result<JobOutcome, ExecError> {
+    let correlation = Correlation {
+        trace_id: record.trace_id.clone(),
+        job_id: record.job_id.clone(),
+        workflow_run_id: uuid::Uuid::now_v7().to_string(),
+        wp_id: record.wp_id.clone(),
+    };
+    // The event log may be the broken part; the job record below is the durable verdict.
+    if let Ok(recorder) = FlightRecorder::open(&dir.events(), correlation) {
+        let event = Event::new(
+            "FR-EVT-MT-010",
+            json!({"wp_id": record.wp_id, "status_reason": status_reason::STATE_CORRUPTION, "error_message": message}),
+        );
+        if let Ok(env) = recorder.emit(event) {
+            observer.event(&env);
+        }
+    }
+    record.status = JobStatus::Failed;
+    record.status_reason = status_reason::STATE_CORRUPTION.into();
+    record.updated_at = now_rfc3339();
+    record.completed_at = Some(record.updated_at.clone());
+    record.error = Some(mtx_types::JobError {
+        category: mtx_types::ErrorCategory::StateCorruption,
+        code: status_reason::STATE_CORRUPTION.into(),
+        message: message.to_string(),
+        details_ref: None,
+    });
+    let bytes = serde_json::to_vec_pretty(record).map_err(internal)?;
+    mtx_store::fsutil::atomic_write(&dir.job_json(), &bytes).map_err(internal)?;
+    if let Ok(h) = JobHistory::open(&state.history_db()) {
+        let update = StatusUpdate {
+            status: Some(JobStatus::Failed),
+            status_reason: Some(status_reason::STATE_CORRUPTION.into()),
+            completed_at: record.completed_at.clone(),
+            ..StatusUpdate::default()
+        };
+        let _ = h.update_status(&record.job_id, &update);
+    }
+    Ok(JobOutcome {
+        job_id: record.job_id.clone(),
+        status: JobStatus::Failed,
+        status_reason: status_reason::STATE_CORRUPTION.into(),
+        job_dir: dir.root().to_path_buf(),
+        summary: crate::JobSummary::default(),
+    })
+}
+
 pub fn resume_job(
     setup: &ExecutorSetup,
     job_id: &str,
@@ -412,9 +466,10 @@ pub fn resume_job(
     let mut record = read_record(&dir)?;
     let progress_store = ProgressStore::new(&dir.progress_artifact());
     let loaded: Result<ProgressArtifact, _> = progress_store.load();
-    // A job that never got past planning has no progress artifact: it already failed.
-    let Ok(progress) = loaded else {
-        if record.status.is_terminal() {
+    let progress = match loaded {
+        Ok(p) => p,
+        // A job that never got past planning has no progress artifact: it already failed.
+        Err(_) if record.status.is_terminal() && !progress_store.exists() => {
             return Ok(JobOutcome {
                 job_id: job_id.into(),
                 status: record.status,
@@ -423,8 +478,31 @@ pub fn resume_job(
                 summary: crate::JobSummary::default(),
             });
         }
-        return Err(internal(anyhow::anyhow!("job {job_id} has no readable progress artifact")));
+        // 8.6 item 1: a progress artifact that fails to parse or validate is rebuilt from
+        // the MT definitions, the ledger and the step outputs.
+        Err(e) => {
+            tracing::warn!(job_id, error = %e, "progress artifact unreadable; rebuilding it");
+            let rebuilt = read_definitions(&dir).and_then(|defs| {
+                let ledger = RunLedger::open(&dir.run_ledger())?;
+                let mut p = mtx_store::rebuild::rebuild_progress(
+                    &dir,
+                    &defs.micro_tasks,
+                    &record.execution_policy,
+                    &ledger.fold(),
+                )?;
+                progress_store.save(&mut p)?;
+                Ok(p)
+            });
+            match rebuilt {
+                Ok(p) => p,
+                Err(e) => return fail_corrupt(&state, &dir, &mut record, &e.to_string(), observer),
+            }
+        }
     };
+    // 8.6 item 2: a broken ledger chain fails the job.
+    if let Err(e) = RunLedger::open(&dir.run_ledger()) {
+        return fail_corrupt(&state, &dir, &mut record, &e.to_string(), observer);
+    }
     let crashed = progress.status == ProgressStatus::InProgress;
     if crashed && record.status != JobStatus::Stalled {
         recover_job(&dir, &mut record, Some(progress.updated_at.as_str()))?;

@@ -280,3 +280,43 @@ fn c_loop_8_smart_drop_back_after_a_scope_violation_escalation() {
     assert_eq!(out.summary.drop_backs, 1);
     assert_eq!(fx.read("notes.txt").as_deref(), Some("n\n"));
 }
+
+#[test]
+fn corrupt_progress_artifact_is_rebuilt_from_the_ledger_and_step_outputs() {
+    let fx = one_mt("grep -q hello src/a.txt");
+    let cas = cassette(&[("MT-001", 0, 1, &write_and_claim("MT-001", A, "hello\n", 1))]);
+    let s = setup(&fx, cas, ExecutionPolicy::default());
+    let out = run_job(&s, &fx.wp, &NoObserver).unwrap();
+    // The process died while running and the progress artifact is garbage.
+    std::fs::write(out.job_dir.join("progress_artifact.json"), b"{ not json").unwrap();
+    let job_json = out.job_dir.join("job.json");
+    let mut record: Value = serde_json::from_slice(&std::fs::read(&job_json).unwrap()).unwrap();
+    record["status"] = json!("running");
+    std::fs::write(&job_json, serde_json::to_vec(&record).unwrap()).unwrap();
+    let calls_before = model_calls(&out.job_dir);
+    let resumed = resume_job(&s, &out.job_id, &NoObserver).unwrap();
+    assert_eq!(resumed.status, JobStatus::Completed, "{resumed:?}");
+    assert_eq!(iterations(&out.job_dir, "MT-001"), [(1, 0, "SUCCESS".to_string())]);
+    assert_eq!(model_calls(&out.job_dir), calls_before);
+}
+
+#[test]
+fn broken_ledger_chain_fails_the_job_with_state_corruption() {
+    let fx = one_mt("grep -q hello src/a.txt");
+    let policy = ExecutionPolicy { pause_points: vec!["MT-001".into()], ..ExecutionPolicy::default() };
+    let s = setup(&fx, cassette(&[]), policy);
+    let out = run_job(&s, &fx.wp, &NoObserver).unwrap();
+    decide_gate(&s.state_dir, &out.job_id, GateChoice::Continue, None, "gil").unwrap();
+    let path = out.job_dir.join("run_ledger.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    lines[0] = lines[0].replace("WP-TEST-1", "WP-FORGED");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let resumed = resume_job(&s, &out.job_id, &NoObserver).unwrap();
+    assert_eq!(resumed.status, JobStatus::Failed);
+    assert_eq!(resumed.status_reason, "state_corruption");
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(out.job_dir.join("job.json")).unwrap()).unwrap();
+    assert_eq!(record["status_reason"], "state_corruption");
+    assert!(events_of(&out.job_dir, "FR-EVT-MT-002").is_empty());
+}
