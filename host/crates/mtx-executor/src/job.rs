@@ -262,6 +262,41 @@ impl Job {
         self.record.metrics.escalation_count = s.escalation_count;
         self.record.metrics.drop_back_count = s.drop_back_count;
         self.record.metrics.distillation_candidates_generated = s.distillation_candidates_generated;
+        let mut level0 = (0u32, 0u32);
+        self.record.metrics.mt_metrics = self
+            .progress
+            .micro_tasks
+            .iter()
+            .map(|e| {
+                let started_at_0 = e.iterations.first().is_some_and(|i| i.escalation_level == 0);
+                if started_at_0 && matches!(e.status, MTStatus::Completed) {
+                    level0.0 += 1;
+                    level0.1 += u32::from(e.final_model_level == Some(0));
+                }
+                let m = mtx_types::MTMetrics {
+                    mt_id: e.mt_id.clone(),
+                    status: e.status,
+                    iterations: e.iterations.len() as u32,
+                    final_escalation_level: e
+                        .final_model_level
+                        .or_else(|| e.iterations.last().map(|i| i.escalation_level))
+                        .unwrap_or(0),
+                    tokens_prompt: e.iterations.iter().map(|i| i.tokens_prompt).sum(),
+                    tokens_completion: e.iterations.iter().map(|i| i.tokens_completion).sum(),
+                    duration_ms: e.iterations.iter().map(|i| i.duration_ms).sum(),
+                    validation_attempts: e.iterations.iter().filter(|i| i.validation_passed.is_some()).count()
+                        as u32,
+                    escalation_record_ref: e.escalation_record_ref.clone(),
+                    distillation_candidate_ref: e
+                        .distillation_candidate
+                        .as_ref()
+                        .and_then(|c| c.candidate_ref.clone()),
+                };
+                (e.mt_id.clone(), m)
+            })
+            .collect();
+        self.record.metrics.success_rate_level_0 =
+            if level0.0 == 0 { 0.0 } else { f64::from(level0.1) / f64::from(level0.0) };
         self.record.metrics.iterations_at_level =
             self.ext.iterations_per_level.iter().map(|(k, v)| (k.to_string(), *v)).collect();
         self.record.job_metrics.input_tokens = s.total_tokens_prompt;

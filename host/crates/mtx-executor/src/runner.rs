@@ -208,7 +208,7 @@ pub fn run_job(
 ) -> Result<JobOutcome, ExecError> {
     validate_setup(setup)?;
     let state = StateDir::new(&setup.state_dir);
-    std::fs::create_dir_all(state.jobs_dir()).map_err(internal)?;
+    mtx_store::fsutil::create_dir_durable(&state.jobs_dir()).map_err(internal)?;
     startup_scan(&state)?;
     let wp = mtx_wp::load_work_packet(wp_path).map_err(|e| ExecError::InvalidInput(e.to_string()))?;
     let scope = mtx_wp::wp_scope(&wp);

@@ -320,3 +320,25 @@ fn broken_ledger_chain_fails_the_job_with_state_corruption() {
     assert_eq!(record["status_reason"], "state_corruption");
     assert!(events_of(&out.job_dir, "FR-EVT-MT-002").is_empty());
 }
+
+#[test]
+fn a_new_run_marks_a_crashed_job_stalled_and_records_its_recovery() {
+    let fx = one_mt("grep -q hello src/a.txt");
+    let cas = cassette(&[("MT-001", 0, 1, &write_and_claim("MT-001", A, "hello\n", 1))]);
+    let (s, crashed) = crashed_before_first_step(&fx, cas);
+    append_in_progress(&crashed.job_dir, "MT-001_iter-001", &"1".repeat(64));
+    // Another run in the same state directory: the crashed job is found, not continued.
+    let other = run_job(&s, &fx.wp, &NoObserver).unwrap();
+    assert_ne!(other.job_id, crashed.job_id);
+    let rec = events_of(&crashed.job_dir, "FR-EVT-WF-RECOVERY");
+    assert_eq!(rec.len(), 1);
+    assert_eq!(rec[0]["payload"]["steps_to_retry"], 1);
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(crashed.job_dir.join("job.json")).unwrap()).unwrap();
+    assert_eq!(record["status"], "stalled");
+    assert!(events_of(&crashed.job_dir, "FR-EVT-MT-002").is_empty(), "only resume continues it");
+    // Resuming continues it without recording the recovery twice.
+    let resumed = resume_job(&s, &crashed.job_id, &NoObserver).unwrap();
+    assert_eq!(resumed.status, JobStatus::Completed, "{resumed:?}");
+    assert_eq!(events_of(&crashed.job_dir, "FR-EVT-WF-RECOVERY").len(), 1);
+}
