@@ -211,3 +211,36 @@ fn a_failing_plugin_pauses_at_a_plugin_failure_gate_and_continue_retries() {
     let selection = &events_of(&out.job_dir, "FR-EVT-MT-013")[0]["payload"];
     assert_eq!(selection["lora_id"], "text-lora");
 }
+
+#[test]
+fn c_evt_1_finished_job_verifies_and_every_iteration_walks_the_traceability_chain() {
+    let fx = one_mt("grep -q hello src/a.txt");
+    let wrong = write_and_claim("MT-001", A, "nope\n", 1);
+    let right = write_and_claim("MT-001", A, "hello\n", 1);
+    let cas = cassette(&[("MT-001", 0, 1, &wrong), ("MT-001", 0, 2, &right)]);
+    let out = run_job(&setup(&fx, cas, ExecutionPolicy::default()), &fx.wp, &NoObserver).unwrap();
+    assert_eq!(out.status, JobStatus::Completed, "{out:?}");
+    let report = mtx_store::verify_job(&fx.state(), &out.job_id).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.job_dir.join("job.json")).unwrap()).unwrap();
+    let trace_id = record["trace_id"].as_str().unwrap();
+    let workflow_run_id = record["workflow_run_id"].as_str().unwrap();
+    let artifacts = fx.state().join("artifacts");
+    for done in events_of(&out.job_dir, "FR-EVT-MT-003") {
+        assert_eq!(done["job_id"], out.job_id.as_str());
+        assert_eq!(done["trace_id"], trace_id);
+        assert_eq!(done["workflow_run_id"], workflow_run_id);
+        let snapshot_ref = &done["payload"]["context_snapshot_ref"];
+        let snapshot: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(artifacts.join(snapshot_ref["path"].as_str().unwrap())).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(snapshot["context_snapshot_id"], done["payload"]["context_snapshot_id"]);
+        assert_eq!(snapshot["job_id"], out.job_id.as_str());
+        assert_eq!(snapshot["workflow_run_id"], workflow_run_id);
+        assert_eq!(snapshot["step_id"], done["payload"]["step_id"]);
+    }
+    assert_eq!(record["metrics"]["mt_metrics"]["MT-001"]["iterations"], 2);
+    assert_eq!(record["metrics"]["mt_metrics"]["MT-001"]["validation_attempts"], 2);
+}
