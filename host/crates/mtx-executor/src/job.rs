@@ -307,7 +307,7 @@ impl Job {
         self.record.progress_artifact_ref = file_handle(&self.dir, "progress_artifact.json");
         self.record.run_ledger_ref = file_handle(&self.dir, "run_ledger.jsonl");
         let bytes = serde_json::to_vec_pretty(&self.record).map_err(internal)?;
-        mtx_store::fsutil::atomic_write(&self.dir.job_json(), &bytes).map_err(internal)?;
+        self.dir.write_file("job.json", &bytes)?;
         Ok(())
     }
 

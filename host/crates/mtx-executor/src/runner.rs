@@ -191,7 +191,7 @@ fn recover_job(
     record.status = JobStatus::Stalled;
     record.updated_at = now_rfc3339();
     let bytes = serde_json::to_vec_pretty(record).map_err(internal)?;
-    mtx_store::fsutil::atomic_write(&dir.job_json(), &bytes).map_err(internal)?;
+    dir.write_file("job.json", &bytes)?;
     if let Some(state_root) = dir.root().parent().and_then(Path::parent)
         && let Ok(h) = JobHistory::open(&StateDir::new(state_root).history_db())
     {
@@ -433,7 +433,7 @@ fn fail_corrupt(
         details_ref: None,
     });
     let bytes = serde_json::to_vec_pretty(record).map_err(internal)?;
-    mtx_store::fsutil::atomic_write(&dir.job_json(), &bytes).map_err(internal)?;
+    dir.write_file("job.json", &bytes)?;
     if let Ok(h) = JobHistory::open(&state.history_db()) {
         let update = StatusUpdate {
             status: Some(JobStatus::Failed),

@@ -244,3 +244,34 @@ fn c_evt_1_finished_job_verifies_and_every_iteration_walks_the_traceability_chai
     assert_eq!(record["metrics"]["mt_metrics"]["MT-001"]["iterations"], 2);
     assert_eq!(record["metrics"]["mt_metrics"]["MT-001"]["validation_attempts"], 2);
 }
+
+#[test]
+fn model_timeout_is_retried_once_with_more_time_then_escalates() {
+    let fx = one_mt("grep -q hello src/a.txt");
+    let right = write_and_claim("MT-001", A, "hello\n", 1);
+    let mut cas: serde_json::Value = serde_json::from_str(&cassette(&[("MT-001", 1, 1, &right)])).unwrap();
+    cas["entries"].as_array_mut().unwrap().push(serde_json::json!({
+        "mt_id": "MT-001", "level": 0, "iteration": 1,
+        "error": {"kind": "timeout", "message": "recorded timeout"}
+    }));
+    let out = run_job(&setup(&fx, cas.to_string(), ExecutionPolicy::default()), &fx.wp, &NoObserver).unwrap();
+    assert_eq!(out.status, JobStatus::Completed, "{out:?}");
+    // Two calls for the first iteration (the second is attempt 2 with the raised timeout,
+    // capped at 300 s), one at level 1. The ledger keeps each call's input for replay.
+    let inputs: Vec<serde_json::Value> = ledger(&out.job_dir)
+        .into_iter()
+        .filter(|r| r["kind"] == "plugin_call" && r["output"]["function"] == "complete")
+        .map(|r| serde_json::from_str(r["output"]["input"].as_str().unwrap()).unwrap())
+        .collect();
+    let attempts: Vec<(u64, u64)> =
+        inputs.iter().map(|i| (i["level"].as_u64().unwrap(), i["attempt"].as_u64().unwrap())).collect();
+    assert_eq!(attempts, [(0, 1), (0, 2), (1, 1)]);
+    assert!(inputs[1]["timeout_ms"].as_u64() >= inputs[0]["timeout_ms"].as_u64());
+    let esc = &events_of(&out.job_dir, "FR-EVT-MT-005")[0]["payload"];
+    assert_eq!(esc["failure_category"], "timeout_exceeded");
+    assert_eq!(esc["reason"], "model_timeout");
+    assert_eq!(
+        iterations(&out.job_dir, "MT-001"),
+        [(1, 0, "ESCALATE".to_string()), (1, 1, "SUCCESS".to_string())]
+    );
+}
