@@ -2391,21 +2391,19 @@ impl<'a> Run<'a> {
                 Ok(None)
             }
             Decision::HardGate { reason } => {
-                if let Some(i) = self.job.entry_index(&mt_id) {
-                    let _ = i;
-                    let attempt = EscalationAttempt {
-                        level,
-                        model_id: model_id.clone(),
-                        lora_id: lora_id.clone(),
-                        lora_version: None,
-                        iterations: rel_iteration,
-                        failure_pattern: Some(reason.as_str().to_string()),
-                        last_error: None,
-                        tokens_used: 0,
-                        outcome: AttemptOutcome::HardGate,
-                    };
-                    self.write_escalation_record(&mt_id, attempt, None, category)?;
-                }
+                // The escalation episode ends at a gate (3.9.1 `HARD_GATE` attempt).
+                let attempt = EscalationAttempt {
+                    level,
+                    model_id: model_id.clone(),
+                    lora_id: lora_id.clone(),
+                    lora_version: None,
+                    iterations: rel_iteration,
+                    failure_pattern: Some(reason.as_str().to_string()),
+                    last_error: None,
+                    tokens_used: 0,
+                    outcome: AttemptOutcome::HardGate,
+                };
+                self.write_escalation_record(&mt_id, attempt, None, category)?;
                 self.hard_gate(reason.as_str(), &mt_id, Some(level), None).map(Some)
             }
             Decision::Skip => {

@@ -275,3 +275,33 @@ fn model_timeout_is_retried_once_with_more_time_then_escalates() {
         [(1, 0, "ESCALATE".to_string()), (1, 1, "SUCCESS".to_string())]
     );
 }
+
+#[test]
+fn c_swap_3_failed_swap_with_continue_with_current_rolls_back_and_can_complete() {
+    let fx = one_mt("grep -q hello src/a.txt");
+    let wrong = write_and_claim("MT-001", A, "nope\n", 1);
+    let right = write_and_claim("MT-001", A, "hello\n", 1);
+    // The backend does not know the 14b model: its budgets are unknown, the swap fails.
+    let mut cas: serde_json::Value = serde_json::from_str(&cassette(&[
+        ("MT-001", 0, 1, &wrong),
+        ("MT-001", 0, 2, &wrong),
+        ("MT-001", 0, 3, &right),
+    ]))
+    .unwrap();
+    cas["models"].as_object_mut().unwrap().remove("qwen2.5-coder:14b");
+    let mut policy = short_chain_policy();
+    policy.extensions.push(ExecutionPolicyExtension::model_swap(ModelSwapPolicy {
+        fallback_strategy: SwapFallbackStrategy::ContinueWithCurrent,
+        ..ModelSwapPolicy::default()
+    }));
+    let out = run_job(&setup(&fx, cas.to_string(), policy), &fx.wp, &NoObserver).unwrap();
+    assert_eq!(out.status, JobStatus::Completed, "{out:?}");
+    let failed = &events_of(&out.job_dir, "FR-EVT-MODEL-003")[0]["payload"];
+    assert_eq!(failed["error_summary"], "budget_exceeded");
+    assert_eq!(events_of(&out.job_dir, "FR-EVT-MODEL-005").len(), 1);
+    assert!(events_of(&out.job_dir, "FR-EVT-MODEL-002").is_empty());
+    assert_eq!(
+        iterations(&out.job_dir, "MT-001"),
+        [(1, 0, "RETRY".into()), (2, 0, "ESCALATE".into()), (3, 0, "SUCCESS".into())]
+    );
+}
