@@ -290,3 +290,58 @@ pub fn handle_to_wit(h: &mtx_types::ArtifactHandle) -> wit::ArtifactHandle {
         media_type: h.media_type.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn definition() -> MicroTaskDefinition {
+        MicroTaskDefinition {
+            mt_id: "MT-001".into(),
+            name: "first".into(),
+            scope: "src/a.rs".into(),
+            files: FileAccessSpec {
+                read: vec!["src/b.rs".into()],
+                modify: vec!["src/a.rs".into()],
+                create: vec![],
+            },
+            actions: vec!["edit".into()],
+            verify: vec![VerificationSpec {
+                command: "cargo test a".into(),
+                expect: VerifyExpect::Contains,
+                pattern: Some("ok".into()),
+                timeout_ms: 60_000,
+                blocking: false,
+            }],
+            done: vec![DoneCriterion {
+                description: "tests pass".into(),
+                verification: DoneVerification::Automated,
+                verify_ref: Some(0),
+            }],
+            depends_on: vec!["MT-000".into()],
+            token_budget: 2048,
+            execution_tier: Some(ExecutionTier::LocalLarge),
+            allowed_tools: Some(vec![]),
+            retry_budget: Some(2),
+            escalation_target: Some(EscalationTarget::Cloud),
+            expected_output: Some(ExpectedOutput::Patch),
+            task_tags: vec!["rust".into()],
+            risk_level: RiskLevel::Medium,
+            notes: Some("n".into()),
+            extra: serde_json::Map::new(),
+        }
+    }
+
+    #[test]
+    fn mt_definition_survives_the_wit_round_trip() {
+        let d = definition();
+        assert_eq!(mt_from_wit(&mt_to_wit(&d)), d);
+    }
+
+    #[test]
+    fn failure_categories_map_both_ways() {
+        for c in FailureCategory::ALL {
+            assert_eq!(category_from_wit(category_to_wit(c)), c);
+        }
+    }
+}

@@ -3343,3 +3343,18 @@ fn observation(r: &IterationRecord) -> IterationObservation {
 fn blocked_reason_of(r: &IterationRecord) -> Option<String> {
     r.error_summary.as_deref().and_then(|s| s.strip_prefix("blocked: ")).map(str::to_owned)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::is_test_oracle;
+
+    #[test]
+    fn test_oracles_are_test_dirs_and_test_named_files() {
+        for p in ["tests/it.rs", "crates/x/tests/a.rs", "src/parser_test.go", "pkg/test_util.py"] {
+            assert!(is_test_oracle(p), "{p}");
+        }
+        for p in ["src/lib.rs", "src/testing.rs", "attest/x.rs", "src/latest_test"] {
+            assert!(!is_test_oracle(p), "{p}");
+        }
+    }
+}
