@@ -241,6 +241,11 @@ fn c_evt_1_finished_job_verifies_and_every_iteration_walks_the_traceability_chai
         assert_eq!(snapshot["workflow_run_id"], workflow_run_id);
         assert_eq!(snapshot["step_id"], done["payload"]["step_id"]);
     }
+    // The Tool Bus and the plugin host report through the same log.
+    for kind in ["FR-EVT-007", "FR-EVT-GATE-001", "FR-EVT-CAP-001", "FR-EVT-PLUGIN-001", "FR-EVT-CTX-002"] {
+        assert!(!events_of(&out.job_dir, kind).is_empty(), "no {kind}");
+    }
+    assert!(ledger(&out.job_dir).iter().any(|r| r["kind"] == "plugin_call"));
     assert_eq!(record["metrics"]["mt_metrics"]["MT-001"]["iterations"], 2);
     assert_eq!(record["metrics"]["mt_metrics"]["MT-001"]["validation_attempts"], 2);
 }
