@@ -679,10 +679,19 @@ fn tool_bus_abuser_is_denied_by_the_default_no_tool_bus() {
     assert_still_serves(&host);
 }
 
+/// One operation as it reached the Tool Bus port.
+#[derive(Debug, Clone)]
+struct Submitted {
+    plugin: String,
+    engine_id: String,
+    operation: String,
+    capabilities: Vec<String>,
+}
+
 /// A Tool Bus port that records what reaches it and refuses everything.
 #[derive(Default)]
 struct RefusingBus {
-    seen: Mutex<Vec<(String, String, String, Vec<String>)>>,
+    seen: Mutex<Vec<Submitted>>,
 }
 
 impl ToolBusPort for RefusingBus {
@@ -691,12 +700,12 @@ impl ToolBusPort for RefusingBus {
         plugin: &str,
         op: tool_bus::PlannedOperation,
     ) -> Result<tool_bus::EngineResult, tool_bus::ToolError> {
-        self.seen.lock().unwrap().push((
-            plugin.to_owned(),
-            op.engine_id,
-            op.operation,
-            op.capabilities_requested,
-        ));
+        self.seen.lock().unwrap().push(Submitted {
+            plugin: plugin.to_owned(),
+            engine_id: op.engine_id,
+            operation: op.operation,
+            capabilities: op.capabilities_requested,
+        });
         Err(tool_bus::ToolError::Denied(tool_bus::GateDenial {
             gate: "G-CAP".into(),
             code: "CAPABILITY_NOT_GRANTED".into(),
@@ -722,7 +731,7 @@ fn tool_bus_abuser_operations_reach_the_given_tool_bus_and_its_denials_come_back
     let report = host.validate(&plugin, &validation_input(true), &ctx).unwrap();
     let seen = bus.seen.lock().unwrap().clone();
     let ops: Vec<(&str, &str, &str)> =
-        seen.iter().map(|(p, e, o, _)| (p.as_str(), e.as_str(), o.as_str())).collect();
+        seen.iter().map(|s| (s.plugin.as_str(), s.engine_id.as_str(), s.operation.as_str())).collect();
     assert_eq!(
         ops,
         [
@@ -731,7 +740,7 @@ fn tool_bus_abuser_operations_reach_the_given_tool_bus_and_its_denials_come_back
             ("tool_bus_abuser", "engine.fs", "write_files")
         ]
     );
-    assert_eq!(seen[2].3, ["fs.write:../outside.txt".to_owned()]);
+    assert_eq!(seen[2].capabilities, ["fs.write:../outside.txt".to_owned()]);
     assert!(
         report
             .findings
