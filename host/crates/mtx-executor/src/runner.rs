@@ -899,8 +899,29 @@ impl<'a> Run<'a> {
             if entry.iterations.iter().any(|r| r.step_id == record.step_id) {
                 continue;
             }
+            let success = record.outcome == IterationOutcome::Success;
+            let (iteration, level) = (record.iteration, record.escalation_level);
             entry.iterations.push(record);
             self.job.progress.current_state.total_iterations += 1;
+            // The step succeeded before the crash: the MT is complete (its completion
+            // event is recorded now; drop-back and candidates are not replayed).
+            if success && entry.status != MTStatus::Completed {
+                entry.status = MTStatus::Completed;
+                entry.final_iteration = Some(iteration);
+                entry.final_model_level = Some(level);
+                let mt_id = output.mt_id.clone();
+                if self.job.progress.current_state.active_mt.as_deref() == Some(mt_id.as_str()) {
+                    self.job.progress.current_state.active_mt = None;
+                    self.job.ext.mt_level = None;
+                }
+                self.emit(
+                    Event::new(
+                        "FR-EVT-MT-004",
+                        json!({"wp_id": self.wp_id(), "mt_id": mt_id, "final_iteration": iteration, "final_model_level": level}),
+                    )
+                    .mt(&mt_id),
+                )?;
+            }
         }
         self.job.save_progress()
     }

@@ -342,3 +342,27 @@ fn a_new_run_marks_a_crashed_job_stalled_and_records_its_recovery() {
     assert_eq!(resumed.status, JobStatus::Completed, "{resumed:?}");
     assert_eq!(events_of(&crashed.job_dir, "FR-EVT-WF-RECOVERY").len(), 1);
 }
+
+#[test]
+fn a_step_that_succeeded_before_the_crash_completes_its_mt_without_a_new_call() {
+    let fx = one_mt("grep -q hello src/a.txt");
+    let cas = cassette(&[("MT-001", 0, 1, &write_and_claim("MT-001", A, "hello\n", 1))]);
+    let s = setup(&fx, cas, ExecutionPolicy::default());
+    let out = run_job(&s, &fx.wp, &NoObserver).unwrap();
+    // The crash hit after output.json and the ledger, before the progress artifact.
+    edit_progress(&out.job_dir, |p| {
+        p["status"] = json!("in_progress");
+        p.as_object_mut().unwrap().remove("completed_at");
+        p["micro_tasks"][0]["status"] = json!("in_progress");
+        p["micro_tasks"][0]["iterations"] = json!([]);
+        p["micro_tasks"][0].as_object_mut().unwrap().remove("final_iteration");
+        p["current_state"]["total_iterations"] = json!(0);
+        p["current_state"]["active_mt"] = json!("MT-001");
+    });
+    let calls_before = model_calls(&out.job_dir);
+    let resumed = resume_job(&s, &out.job_id, &NoObserver).unwrap();
+    assert_eq!(resumed.status, JobStatus::Completed, "{resumed:?}");
+    assert_eq!(iterations(&out.job_dir, "MT-001"), [(1, 0, "SUCCESS".to_string())]);
+    assert_eq!(model_calls(&out.job_dir), calls_before);
+    assert_eq!(events_of(&out.job_dir, "FR-EVT-MT-004").len(), 2);
+}
