@@ -408,7 +408,22 @@ pub fn resume(
     out: Output,
 ) -> CliResult {
     let state_dir = resolve_state_dir(state_dir);
-    let job = load_job_json(&state_dir, job_id)?;
+    let setup = resume_setup(&state_dir, job_id, config, user_id)?;
+    let view = LiveView::new(out);
+    let outcome = mtx_executor::resume_job(&setup, job_id, &view)?;
+    view.finish();
+    report_outcome(&outcome, &state_dir, out)
+}
+
+/// The setup a job continues with: its recorded workspace, and `--config`, else the config
+/// it started with, else the defaults.
+fn resume_setup(
+    state_dir: &Path,
+    job_id: &str,
+    config: Option<&Path>,
+    user_id: &str,
+) -> Result<ExecutorSetup, CliError> {
+    let job = load_job_json(state_dir, job_id)?;
     let workspace = job
         .pointer("/workspace_scope/root")
         .and_then(Value::as_str)
@@ -417,13 +432,9 @@ pub fn resume(
     let config = load_config(config, None)?;
     let config = match config.path {
         Some(_) => config,
-        None => recorded_config(&state_dir, job_id)?.unwrap_or(config),
+        None => recorded_config(state_dir, job_id)?.unwrap_or(config),
     };
-    let setup = setup_from(config, &state_dir, &workspace, user_id);
-    let view = LiveView::new(out);
-    let outcome = mtx_executor::resume_job(&setup, job_id, &view)?;
-    view.finish();
-    report_outcome(&outcome, &state_dir, out)
+    Ok(setup_from(config, state_dir, &workspace, user_id))
 }
 
 /// The run config a job started with, when the executor kept a copy of its path.
@@ -784,4 +795,75 @@ pub fn plugins(config: Option<&Path>, state_dir: Option<&Path>, out: Output) -> 
         }
     }
     Ok(if failed { ExitCode::Failed } else { ExitCode::Ok })
+}
+
+// ----------------------------------------------------------------------- console
+
+/// `mtx console`: the operator console over the state dir. Loopback needs no token; any
+/// other address gets a random token, printed once, that every request must carry.
+pub fn console(addr: std::net::SocketAddr, state_dir: Option<&Path>, user_id: &str) -> CliResult {
+    let state_dir = resolve_state_dir(state_dir);
+    let token = if addr.ip().is_loopback() { None } else { Some(uuid::Uuid::new_v4().simple().to_string()) };
+    let actions = Arc::new(ConsoleActions { state_dir: state_dir.clone(), user_id: user_id.to_owned() });
+    let config = mtx_console::ConsoleConfig { state_dir: state_dir.clone(), addr, token: token.clone() };
+    let runtime = tokio::runtime::Runtime::new().context("starting the console runtime")?;
+    runtime.block_on(async move {
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let server = tokio::spawn(mtx_console::serve(config, actions, Some(ready_tx)));
+        if let Ok(bound) = ready_rx.await {
+            match &token {
+                Some(token) => {
+                    println!("mtx console on http://{bound}/?token={token} (state {})", state_dir.display())
+                }
+                None => println!("mtx console on http://{bound}/ (state {})", state_dir.display()),
+            }
+        }
+        server.await.map_err(|e| anyhow!("console task failed: {e}"))?
+    })?;
+    Ok(ExitCode::Ok)
+}
+
+/// Gate, consent and resume from the console, recorded exactly as the CLI records them.
+struct ConsoleActions {
+    state_dir: PathBuf,
+    user_id: String,
+}
+
+impl mtx_console::OperatorActions for ConsoleActions {
+    fn gate(&self, job_id: &str, decision: &str, note: Option<&str>, user_id: &str) -> Result<Value, String> {
+        let choice: mtx_types::GateChoice = serde_json::from_value(Value::String(decision.to_owned()))
+            .map_err(|_| format!("unknown decision `{decision}`"))?;
+        let user = if user_id.is_empty() { self.user_id.as_str() } else { user_id };
+        let recorded = mtx_executor::decide_gate(&self.state_dir, job_id, choice, note, user)
+            .map_err(|e| e.to_string())?;
+        serde_json::to_value(recorded).map_err(|e| e.to_string())
+    }
+
+    fn consent(
+        &self,
+        job_id: &str,
+        approve: bool,
+        note: Option<&str>,
+        user_id: &str,
+    ) -> Result<Value, String> {
+        let user = if user_id.is_empty() { self.user_id.as_str() } else { user_id };
+        let receipt = mtx_executor::decide_consent(&self.state_dir, job_id, approve, note, user)
+            .map_err(|e| e.to_string())?;
+        serde_json::to_value(receipt).map_err(|e| e.to_string())
+    }
+
+    fn resume(&self, job_id: &str) -> Result<(), String> {
+        let setup = resume_setup(&self.state_dir, job_id, None, &self.user_id)
+            .map_err(|e| format!("{:#}", e.error))?;
+        let job_id = job_id.to_owned();
+        std::thread::Builder::new()
+            .name(format!("mtx-resume-{job_id}"))
+            .spawn(move || {
+                if let Err(e) = mtx_executor::resume_job(&setup, &job_id, &mtx_executor::NoObserver) {
+                    tracing::error!("resuming job {job_id} from the console failed: {e}");
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
 }

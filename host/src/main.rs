@@ -150,6 +150,17 @@ the source is never changed. Without --config, `mtx.toml` next to the packet is 
         #[arg(long)]
         json: bool,
     },
+    /// The operator console: jobs, MT timelines, events, ledger, evidence and gate actions in a browser.
+    #[command(
+        after_help = "Examples:\n  mtx console\n  mtx console --addr 0.0.0.0:7878   # prints a token every request must carry"
+    )]
+    Console {
+        /// Address to listen on; anything but loopback requires the printed token.
+        #[arg(long, default_value = "127.0.0.1:7878")]
+        addr: std::net::SocketAddr,
+        #[arg(long, env = "MTX_STATE_DIR")]
+        state_dir: Option<PathBuf>,
+    },
     /// The configured plugins: role, world, version, sha256, grants and limits.
     #[command(
         after_help = "Examples:\n  mtx plugins\n  mtx plugins --config examples/wordfreq/mtx.toml --json"
@@ -218,6 +229,7 @@ fn main() {
         Command::Verify { job_id, state_dir, json } => {
             commands::verify(&job_id, state_dir.as_deref(), Output::detect(json))
         }
+        Command::Console { addr, state_dir } => commands::console(addr, state_dir.as_deref(), &user),
         Command::Plugins { config, state_dir, json } => {
             commands::plugins(config.as_deref(), state_dir.as_deref(), Output::detect(json))
         }

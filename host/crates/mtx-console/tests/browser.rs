@@ -18,12 +18,38 @@ use serde_json::{Value, json};
 use support::{CONSENT, DONE, FakeActions, GATED, fixture, start};
 use tungstenite::{Message, WebSocket};
 
+/// Installs Debian's Chromium when the test runs as root on a machine with apt, so that
+/// `cargo test` on a fresh machine needs no manual step. One install at a time: the
+/// browser tests run in parallel.
+fn install_chromium() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+        if !root || !std::path::Path::new("/usr/bin/apt-get").exists() {
+            return;
+        }
+        let quiet = |args: &[&str]| {
+            Command::new("apt-get")
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+        };
+        let _ = quiet(&["update", "-qq"]);
+        let _ = quiet(&["install", "-y", "-qq", "chromium"]);
+    });
+}
+
 /// How long any one step may take before the test reports what the page showed.
 const STEP_LIMIT: Duration = Duration::from_secs(60);
 
 fn chromium_binary() -> PathBuf {
     let path =
         std::env::var_os("MTX_CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
+    if !path.is_file() && std::env::var_os("MTX_CHROMIUM").is_none() {
+        install_chromium();
+    }
     assert!(
         path.is_file(),
         "Chromium is not installed at {} (set MTX_CHROMIUM to another binary): install Debian's \
