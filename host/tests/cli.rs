@@ -203,3 +203,78 @@ fn help_and_version_work_for_every_subcommand() {
         assert!(text(&out).contains("Examples:"), "{sub} --help shows examples");
     }
 }
+
+/// One HTTP request to the console on loopback; returns (status, body).
+fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
+         X-Mtx-Console: 1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn the_console_shows_a_real_gated_run_and_continues_it() {
+    use std::io::BufRead;
+    let state = tempfile::tempdir().unwrap();
+    let (code, summary, _) = run_example("semver-lite", state.path());
+    assert_eq!(code, 3);
+    let job = summary["job_id"].as_str().unwrap().to_owned();
+
+    let mut console = Command::new(env!("CARGO_BIN_EXE_mtx"))
+        .args(["console", "--addr", "127.0.0.1:0", "--state-dir", state.path().to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(console.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    let port: u16 = first
+        .split("http://127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {first:?}"));
+
+    let (status, jobs) = http(port, "GET", "/api/jobs", None);
+    assert_eq!(status, 200, "{jobs}");
+    assert!(jobs.contains(&job) && jobs.contains("micro_task_executor_v1"), "{jobs}");
+    let (status, events) = http(port, "GET", &format!("/api/jobs/{job}/events?type=FR-EVT-MT-005"), None);
+    assert_eq!(status, 200);
+    assert!(events.contains("FR-EVT-MT-005"), "{events}");
+
+    let (status, body) = http(
+        port,
+        "POST",
+        &format!("/api/jobs/{job}/gate"),
+        Some(r#"{"decision":"continue","note":"from the console"}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+
+    // The console resumes the job in the background; wait for the executor to finish it.
+    let mut finished = false;
+    for _ in 0..240 {
+        let (_, detail) = http(port, "GET", &format!("/api/jobs/{job}"), None);
+        if detail.contains("\"completed\"") && !detail.contains("\"in_progress\"") {
+            finished = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let _ = console.kill();
+    let _ = console.wait();
+    assert!(finished, "the job resumed from the console completes");
+    let all = job_events(&job, state.path());
+    assert!(all.iter().any(|e| e == "FR-EVT-MTX-002"), "the console's decision is recorded like the CLI's");
+    assert_eq!(all.last().map(String::as_str), Some("FR-EVT-MT-009"));
+    let verify = mtx(&["verify", &job, "--state-dir", state.path().to_str().unwrap()], state.path());
+    assert!(verify.status.success(), "{}", text(&verify));
+}
