@@ -19,6 +19,8 @@ pub enum AuditError {
     BadRecord { file: String, what: &'static str, reason: String },
     #[error("ledger record {seq} of job {job_id} is not a replayable plugin call: {reason}")]
     BadPluginCall { job_id: String, seq: u64, reason: String },
+    #[error("recorded plugin call {call_index} cannot be replayed: {reason}")]
+    BadCall { call_index: usize, reason: String },
     #[error("plugin override {plugin}: {reason}")]
     Override { plugin: String, reason: String },
     #[error("the plugin host could not start: {reason}")]

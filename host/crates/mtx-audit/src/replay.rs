@@ -307,9 +307,8 @@ pub fn replay_calls(
     for (i, call) in calls.iter().enumerate() {
         let index = i + 1;
         let Some(world) = World::ALL.into_iter().find(|w| w.name() == call.world) else {
-            return Err(AuditError::BadPluginCall {
-                job_id: String::new(),
-                seq: index as u64,
+            return Err(AuditError::BadCall {
+                call_index: index,
                 reason: format!("unknown world {:?}", call.world),
             });
         };
@@ -371,8 +370,9 @@ pub fn replay_calls(
         let replayed = match run_call(&host, &recorder, plugin, call, index, &used_tool_bus)? {
             Some(r) => r,
             None => {
-                return Err(AuditError::Host {
-                    reason: format!("call {index} to {} was not recorded by the replay host", call.plugin),
+                return Err(AuditError::BadCall {
+                    call_index: index,
+                    reason: format!("the replay host made no record of the call to {}", call.plugin),
                 });
             }
         };
@@ -586,7 +586,7 @@ fn run_call(
     index: usize,
     used_tool_bus: &Arc<AtomicBool>,
 ) -> Result<Option<PluginCall>, AuditError> {
-    let bad = |reason: String| AuditError::BadPluginCall { job_id: String::new(), seq: index as u64, reason };
+    let bad = |reason: String| AuditError::BadCall { call_index: index, reason };
     let seed = u64::from_str_radix(&call.seed, 16)
         .map_err(|_| bad(format!("seed {:?} is not 16 hex characters", call.seed)))?;
     let ctx = CallContext {

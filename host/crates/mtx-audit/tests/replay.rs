@@ -240,3 +240,14 @@ fn a_validator_that_asked_the_tool_bus_is_skipped_and_a_pure_one_is_compared() {
     assert_eq!(rows, vec![("validator-integrity", 1, 0, 1), ("good_validator", 1, 1, 0)]);
     assert!(report.is_identical(), "{}", report.render_text());
 }
+
+#[test]
+fn a_recorded_call_with_an_unreadable_seed_is_a_typed_error_naming_the_call() {
+    let mut calls: Vec<RecordedCall> = default_run().iter().map(RecordedCall::from).collect();
+    calls[1].seed = "not-hex".into();
+    let err = replay_calls(&calls, &[]).unwrap_err();
+    assert!(
+        matches!(err, AuditError::BadCall { call_index: 2, ref reason } if reason.contains("not-hex")),
+        "{err}"
+    );
+}
