@@ -1336,6 +1336,25 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
+    /// FR-EVT-MT-011 and the `cancelled` state when `<job_dir>/cancel_requested` exists.
+    fn cancel_requested(&mut self, mt_id: &str) -> Result<bool, ExecError> {
+        if !self.job.dir.root().join(CANCEL_FILE).exists() {
+            return Ok(false);
+        }
+        self.emit(
+            Event::new(
+                "FR-EVT-MT-011",
+                json!({"wp_id": self.wp_id(), "reason": "operator_cancel", "mt_id": mt_id}),
+            )
+            .mt(mt_id),
+        )?;
+        self.job.progress.status = ProgressStatus::Cancelled;
+        self.job.progress.completed_at = Some(now_rfc3339());
+        self.job.save_progress()?;
+        self.job.set_status(JobStatus::Cancelled, status_reason::CANCELLED)?;
+        Ok(true)
+    }
+
     fn protected_files(&self, mt: &MicroTaskDefinition) -> Vec<String> {
         list_files(&self.workspace, &self.state_skip())
             .into_iter()
@@ -1351,18 +1370,7 @@ impl<'a> Run<'a> {
         let level = self.job.ext.mt_level.unwrap_or(0);
 
         // a. cancellation
-        if self.job.dir.root().join(CANCEL_FILE).exists() {
-            self.emit(
-                Event::new(
-                    "FR-EVT-MT-011",
-                    json!({"wp_id": self.wp_id(), "reason": "operator_cancel", "mt_id": mt_id}),
-                )
-                .mt(&mt_id),
-            )?;
-            self.job.progress.status = ProgressStatus::Cancelled;
-            self.job.progress.completed_at = Some(now_rfc3339());
-            self.job.save_progress()?;
-            self.job.set_status(JobStatus::Cancelled, status_reason::CANCELLED)?;
+        if self.cancel_requested(&mt_id)? {
             return Ok(Some(Flow::Stop));
         }
         // b, c. job-wide limits and the poison rule
@@ -1747,6 +1755,11 @@ impl<'a> Run<'a> {
                 .iteration(iteration)
                 .model(&model_id),
             )?;
+        }
+        // 5.15: a cancel request is honoured right after the model call as well; the
+        // interrupted step stays `in_progress` and records no completion.
+        if self.cancel_requested(&mt_id)? {
+            return Ok(Some(Flow::Stop));
         }
         let response = outcome.text.clone().unwrap_or_default();
 
