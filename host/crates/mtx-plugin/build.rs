@@ -25,7 +25,11 @@ fn main() {
     let manifest_dir =
         PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     // This crate is host/crates/mtx-plugin; the workspace root is three levels up.
-    let root = manifest_dir.ancestors().nth(3).expect("host/crates/mtx-plugin sits inside the workspace root").to_owned();
+    let root = manifest_dir
+        .ancestors()
+        .nth(3)
+        .expect("host/crates/mtx-plugin sits inside the workspace root")
+        .to_owned();
     // MTX_PLUGINS_DIR builds the guests from another checkout of plugins/ (next to its
     // own wit/), for working on the host against a known-good set of guests.
     let plugins = env::var_os("MTX_PLUGINS_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("plugins"));
