@@ -281,7 +281,7 @@ fn bench_cache() {
         }
     };
     let mut cold = Vec::new();
-    for i in 0..5 {
+    for i in 0..3 {
         let dir = root.path().join(format!("cold-{i}"));
         let start = Instant::now();
         load_all(dir);
@@ -289,7 +289,7 @@ fn bench_cache() {
     }
     let warm_dir = root.path().join("cold-0");
     let mut warm = Vec::new();
-    for _ in 0..20 {
+    for _ in 0..10 {
         let start = Instant::now();
         load_all(warm_dir.clone());
         warm.push(start.elapsed());
@@ -300,7 +300,12 @@ fn bench_cache() {
     println!("load of all {} built-ins ({}), PluginHost::new included:", names.len(), names.join(", "));
     println!("| Compile cache | p50 | max | samples |");
     println!("|---|---|---|---|");
-    println!("| empty (cold) | {} | {} | {} |", fmt(cold[cold.len() / 2]), fmt(cold[cold.len() - 1]), cold.len());
+    println!(
+        "| empty (cold) | {} | {} | {} |",
+        fmt(cold[cold.len() / 2]),
+        fmt(cold[cold.len() - 1]),
+        cold.len()
+    );
     println!(
         "| populated (warm) | {} | {} | {} |",
         fmt(warm[warm.len() / 2]),
