@@ -319,12 +319,12 @@ impl RunObserver for LiveView {
             _ => (None, None),
         };
         let mut last = self.last.lock().unwrap();
-        if let Some(status) = status {
-            if self.tty {
-                eprint!("\r\x1b[2K{status}");
-                let _ = std::io::stderr().flush();
-                *last = Some(status);
-            }
+        if let Some(status) = status
+            && self.tty
+        {
+            eprint!("\r\x1b[2K{status}");
+            let _ = std::io::stderr().flush();
+            *last = Some(status);
         }
         if let Some(line) = line {
             if self.tty && last.is_some() {
@@ -549,7 +549,7 @@ pub fn jobs(state_dir: Option<&Path>, status: Option<&str>, out: Output) -> CliR
         println!("no jobs in {}", state_dir.display());
         return Ok(ExitCode::Ok);
     }
-    println!("{:<36}  {:<24}  {:<22}  {:<20}  {:<8}  {}", "JOB", "PROFILE", "WP", "STATUS", "MT", "CREATED");
+    println!("{:<36}  {:<24}  {:<22}  {:<20}  {:<8}  CREATED", "JOB", "PROFILE", "WP", "STATUS", "MT");
     for row in rows {
         let status = serde_json::to_value(row.status)
             .ok()
@@ -866,4 +866,84 @@ impl mtx_console::OperatorActions for ConsoleActions {
             .map_err(|e| e.to_string())?;
         Ok(())
     }
+}
+
+// ------------------------------------------------------------------------ audit
+
+fn audit_error(e: mtx_audit::AuditError) -> CliError {
+    let code = match e {
+        mtx_audit::AuditError::NoJob { .. }
+        | mtx_audit::AuditError::Override { .. }
+        | mtx_audit::AuditError::BadTrust { .. } => ExitCode::Usage,
+        _ => ExitCode::Failed,
+    };
+    CliError { code, error: anyhow::Error::new(e), hint: None }
+}
+
+/// `mtx replay`: re-runs every recorded plugin decision of a job and compares outputs.
+/// Overrides (`NAME=path.wasm`) answer "what would this plugin have decided?".
+pub fn replay(job_id: &str, overrides: &[String], state_dir: Option<&Path>, out: Output) -> CliResult {
+    let state_dir = resolve_state_dir(state_dir);
+    let overrides = overrides
+        .iter()
+        .map(|o| {
+            o.split_once('=').map(|(name, path)| (name.to_owned(), PathBuf::from(path))).ok_or_else(|| {
+                CliError::usage(
+                    anyhow!("--plugin {o:?} is not NAME=PATH"),
+                    Some("e.g. --plugin escalation-default=strict.wasm".to_owned()),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let report = mtx_audit::replay::replay_job(&state_dir, job_id, &overrides).map_err(audit_error)?;
+    if out.json {
+        println!("{}", serde_json::to_string(&report).context("serialising the replay report")?);
+    } else {
+        print!("{}", report.render_text());
+    }
+    Ok(if report.is_identical() { ExitCode::Ok } else { ExitCode::Failed })
+}
+
+/// `mtx distill export`: the stored distillation candidates as training-ready JSON Lines.
+pub fn distill_export(
+    jobs: &[String],
+    out_file: Option<&Path>,
+    min_trust: f64,
+    state_dir: Option<&Path>,
+) -> CliResult {
+    let state_dir = resolve_state_dir(state_dir);
+    let mut buffer = Vec::new();
+    let summary =
+        mtx_audit::distill::export(&state_dir, jobs, min_trust, &mut buffer).map_err(audit_error)?;
+    match out_file {
+        Some(path) => {
+            mtx_store::fsutil::atomic_write(path, &buffer)
+                .with_context(|| format!("writing {}", path.display()))?;
+            eprint!("{}", summary.render_text());
+            eprintln!("wrote {}", path.display());
+        }
+        None => {
+            std::io::stdout().write_all(&buffer).context("writing the export")?;
+            eprint!("{}", summary.render_text());
+        }
+    }
+    Ok(ExitCode::Ok)
+}
+
+/// `mtx metrics`: the spec's metrics export, as JSON, Prometheus text, or a readable table.
+pub fn metrics(job_id: Option<&str>, format: &str, state_dir: Option<&Path>) -> CliResult {
+    let state_dir = resolve_state_dir(state_dir);
+    let export = mtx_audit::metrics::collect(&state_dir, job_id).map_err(audit_error)?;
+    match format {
+        "json" => println!("{}", serde_json::to_string_pretty(&export).context("serialising metrics")?),
+        "prometheus" => print!("{}", mtx_audit::metrics::to_prometheus(&export)),
+        "text" => print!("{}", mtx_audit::metrics::render_text(&export)),
+        other => {
+            return Err(CliError::usage(
+                anyhow!("unknown format `{other}`"),
+                Some("use --format json, prometheus or text".to_owned()),
+            ));
+        }
+    }
+    Ok(ExitCode::Ok)
 }

@@ -150,6 +150,35 @@ the source is never changed. Without --config, `mtx.toml` next to the packet is 
         #[arg(long)]
         json: bool,
     },
+    /// Re-run every recorded plugin decision of a job and prove it reproduces.
+    #[command(
+        after_help = "Examples:\n  mtx replay 019a...\n  mtx replay 019a... --plugin escalation-default=path/to/stricter-policy.wasm\n\n\
+Exit code 0 when every recorded call reproduces (overrides report the decisions that would change), 4 on any difference or missing component."
+    )]
+    Replay {
+        job_id: String,
+        /// Replace a recorded plugin: NAME=PATH (NAME as recorded, e.g. escalation-default).
+        #[arg(long = "plugin")]
+        plugins: Vec<String>,
+        #[arg(long, env = "MTX_STATE_DIR")]
+        state_dir: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Distillation data: export stored student/teacher pairs (no training is performed).
+    #[command(subcommand)]
+    Distill(DistillCommand),
+    /// Metrics of one job or of every job (MTX-SPEC 9.8).
+    #[command(after_help = "Examples:\n  mtx metrics\n  mtx metrics --job 019a... --format prometheus")]
+    Metrics {
+        #[arg(long)]
+        job: Option<String>,
+        /// json, prometheus or text.
+        #[arg(long, default_value = "json")]
+        format: String,
+        #[arg(long, env = "MTX_STATE_DIR")]
+        state_dir: Option<PathBuf>,
+    },
     /// The operator console: jobs, MT timelines, events, ledger, evidence and gate actions in a browser.
     #[command(
         after_help = "Examples:\n  mtx console\n  mtx console --addr 0.0.0.0:7878   # prints a token every request must carry"
@@ -172,6 +201,30 @@ the source is never changed. Without --config, `mtx.toml` next to the packet is 
         state_dir: Option<PathBuf>,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DistillCommand {
+    /// Write the distillation candidates as training-ready JSON Lines records.
+    #[command(
+        after_help = "Examples:\n  mtx distill export --out candidates.jsonl\n  mtx distill export --job 019a... --min-trust 0.7"
+    )]
+    Export {
+        /// Only these jobs (repeatable; default: every job).
+        #[arg(long = "job")]
+        jobs: Vec<String>,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Output format; jsonl is the only one.
+        #[arg(long, default_value = "jsonl", value_parser = ["jsonl"])]
+        format: String,
+        /// Skip candidates whose data_trust_score is below this.
+        #[arg(long, default_value_t = 0.5)]
+        min_trust: f64,
+        #[arg(long, env = "MTX_STATE_DIR")]
+        state_dir: Option<PathBuf>,
     },
 }
 
@@ -228,6 +281,15 @@ fn main() {
         }
         Command::Verify { job_id, state_dir, json } => {
             commands::verify(&job_id, state_dir.as_deref(), Output::detect(json))
+        }
+        Command::Replay { job_id, plugins, state_dir, json } => {
+            commands::replay(&job_id, &plugins, state_dir.as_deref(), Output::detect(json))
+        }
+        Command::Distill(DistillCommand::Export { jobs, out, format: _, min_trust, state_dir }) => {
+            commands::distill_export(&jobs, out.as_deref(), min_trust, state_dir.as_deref())
+        }
+        Command::Metrics { job, format, state_dir } => {
+            commands::metrics(job.as_deref(), &format, state_dir.as_deref())
         }
         Command::Console { addr, state_dir } => commands::console(addr, state_dir.as_deref(), &user),
         Command::Plugins { config, state_dir, json } => {

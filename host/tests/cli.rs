@@ -89,6 +89,26 @@ fn wordfreq_escalates_succeeds_and_leaves_verifiable_evidence() {
     let verify = mtx(&["verify", &job, "--state-dir", state.path().to_str().unwrap()], state.path());
     assert!(verify.status.success(), "{}", text(&verify));
 
+    // Every recorded plugin decision reproduces; the escalation left a training pair.
+    let state_arg = state.path().to_str().unwrap();
+    let replay = mtx(&["replay", &job, "--state-dir", state_arg], state.path());
+    assert!(replay.status.success(), "{}", text(&replay));
+    assert!(text(&replay).contains("escalation-default"), "{}", text(&replay));
+    let export = mtx(&["distill", "export", "--state-dir", state_arg], state.path());
+    assert!(export.status.success(), "{}", text(&export));
+    let records: Vec<Value> =
+        String::from_utf8_lossy(&export.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(!records.is_empty(), "the distillation export holds the escalation's pair");
+    let metrics =
+        mtx(&["metrics", "--job", &job, "--format", "prometheus", "--state-dir", state_arg], state.path());
+    assert!(metrics.status.success(), "{}", text(&metrics));
+    for line in
+        String::from_utf8_lossy(&metrics.stdout).lines().filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let value = line.rsplit(' ').next().unwrap();
+        assert!(value.parse::<f64>().is_ok(), "prometheus sample {line:?} has a numeric value");
+    }
+
     let jobs = mtx(&["jobs", "--state-dir", state.path().to_str().unwrap(), "--json"], state.path());
     let rows: Vec<Value> = serde_json::from_slice(&jobs.stdout).unwrap();
     assert_eq!(rows[0]["profile_id"], "micro_task_executor_v1");
@@ -152,6 +172,8 @@ fn semver_lite_pauses_at_the_hard_gate_and_resumes_after_the_decision() {
 
     let verify = mtx(&["verify", &job, "--state-dir", &state_arg], state.path());
     assert!(verify.status.success(), "{}", text(&verify));
+    let replay = mtx(&["replay", &job, "--state-dir", &state_arg], state.path());
+    assert!(replay.status.success(), "a paused and resumed run replays identically: {}", text(&replay));
 }
 
 #[test]
@@ -197,7 +219,10 @@ fn plugins_lists_every_default_with_its_digest() {
 fn help_and_version_work_for_every_subcommand() {
     let dir = tempfile::tempdir().unwrap();
     assert!(mtx(&["--version"], dir.path()).status.success());
-    for sub in ["run", "resume", "gate", "consent", "jobs", "show", "events", "ledger", "verify", "plugins"] {
+    for sub in [
+        "run", "resume", "gate", "consent", "jobs", "show", "events", "ledger", "verify", "replay",
+        "metrics", "plugins", "console",
+    ] {
         let out = mtx(&[sub, "--help"], dir.path());
         assert!(out.status.success(), "{sub} --help");
         assert!(text(&out).contains("Examples:"), "{sub} --help shows examples");
