@@ -57,7 +57,8 @@ impl PluginError {
             PluginError::Deadline { .. } => "deadline",
             PluginError::MemoryLimit { .. } => "memory_limit",
             PluginError::Trap { .. } | PluginError::Host { .. } => "trap",
-            PluginError::Denied { .. } => "denied",
+            PluginError::Denied { .. }
+            | PluginError::Reported { error: ReportedError::ModelDenied(_), .. } => "denied",
             PluginError::BadOutput { .. } | PluginError::Reported { .. } => "bad_output",
         }
     }

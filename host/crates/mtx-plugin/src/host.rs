@@ -300,6 +300,7 @@ impl PluginHost {
         let started = Instant::now();
         let name = plugin.spec.name.clone();
 
+        let mut logs_dropped = 0;
         let outcome: Result<O, PluginError> = (|| {
             let state = self
                 .build_state(plugin, ctx, seed, started + limit)
@@ -310,6 +311,7 @@ impl PluginHost {
             store.epoch_deadline_trap();
             let result = call(&mut store, &plugin.pre);
             let dropped = store.data().logs_dropped;
+            logs_dropped = dropped;
             if dropped > 0 {
                 self.recorder.plugin_log(&crate::recorder::PluginLog {
                     plugin: name.clone(),
@@ -350,7 +352,7 @@ impl PluginHost {
             duration_us,
             clock: if plugin.spec.world.is_pure() { ctx.clock.clone() } else { "host".into() },
             seed: format!("{seed:016x}"),
-            logs_dropped: 0,
+            logs_dropped,
         });
         outcome
     }
@@ -511,7 +513,9 @@ fn classify(plugin: &str, err: wasmtime::Error, limit: Duration) -> PluginError 
             reason: format!("too many plugin instances alive at once: {err:#}"),
         };
     }
-    PluginError::Trap { plugin, trap: "host error".into(), detail: format!("{err:#}") }
+    // What is left failed while crossing the boundary: a return value the host refused to
+    // lift (too large, or not of the world's types) or an instance that could not be set up.
+    PluginError::BadOutput { plugin, reason: format!("{err:#}") }
 }
 
 fn linker_for(engine: &Engine, world: World) -> anyhow::Result<Linker<HostState>> {
