@@ -2862,6 +2862,7 @@ impl<'a> Run<'a> {
                     )?;
                     let output_ref =
                         self.put_artifact(resp.text.as_bytes(), "model_response", "text/plain")?;
+                    mtx_store::failpoint("executor.response.stored");
                     return Ok(ModelOutcome {
                         text: Some(resp.text),
                         prompt_tokens: u64::from(resp.usage.prompt_tokens),
@@ -2966,6 +2967,7 @@ impl<'a> Run<'a> {
         };
         let r = self.bus.submit(op);
         self.flush();
+        mtx_store::failpoint("executor.edits.applying");
         match r {
             Ok(result) if result.status == mtx_toolbus::OpStatus::Succeeded => {}
             Ok(result) => {
@@ -3078,6 +3080,7 @@ impl<'a> Run<'a> {
             };
             let r = self.host.validate(v, &input, &ctx);
             self.flush();
+            mtx_store::failpoint("executor.validation.running");
             let report = r?;
             passed &= report.passed;
             for s in &report.spec_results {

@@ -25,6 +25,9 @@
 //! | `events.append.after` | Flight Recorder, after the event is written and fsynced |
 //! | `progress.rename.before` | progress artifact, temp file synced, before the rename |
 //! | `progress.rename.after` | progress artifact, after the rename and the directory fsync |
+//! | `executor.response.stored` | executor, model response stored in the step directory, before the ledger records the step |
+//! | `executor.edits.applying` | executor, after the `write_files` operation returned, before its outcome is used |
+//! | `executor.validation.running` | executor, after each validator plugin returned, before the validation result is recorded |
 //!
 //! This module must never be used to inject errors into production paths: it only kills.
 
