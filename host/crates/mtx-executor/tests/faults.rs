@@ -309,19 +309,28 @@ fn resume_until_done(root: &Path) -> Value {
     }
 }
 
-/// The uninterrupted run, once per test binary.
-fn baseline() -> &'static Path {
-    static BASE: OnceLock<tempfile::TempDir> = OnceLock::new();
+/// The uninterrupted run, once per test binary, with the wall time its child took.
+fn baseline_run() -> &'static (tempfile::TempDir, u64) {
+    static BASE: OnceLock<(tempfile::TempDir, u64)> = OnceLock::new();
     BASE.get_or_init(|| {
         let root = tempfile::tempdir().unwrap();
         prepare(root.path());
+        let started = Instant::now();
         let Ended::Outcome(out) = run_child(root.path(), "run", None, None, &NO_LIMITS) else {
             panic!("the uninterrupted run was killed");
         };
+        let ms = started.elapsed().as_millis() as u64;
         assert_eq!(out["status"], "completed", "{out}");
-        root
+        (root, ms)
     })
-    .path()
+}
+
+fn baseline() -> &'static Path {
+    baseline_run().0.path()
+}
+
+fn baseline_ms() -> u64 {
+    baseline_run().1
 }
 
 // ------------------------------------------------------------------ comparison
@@ -637,31 +646,38 @@ impl XorShift {
     }
 }
 
+/// Four jobs, each killed at up to three random moments (one per attempt) and then
+/// resumed unarmed. The delays are drawn from 50 ms up to the duration of the
+/// uninterrupted run (at most 2000 ms), so that most attempts die somewhere in the loop.
 #[test]
 fn kill_at_random_moments() {
     let mut rng = XorShift(0x6d74_785f_6661_756c);
-    let root = tempfile::tempdir().unwrap();
-    prepare(root.path());
-    let mut witnesses = Vec::new();
-    let mut finished = None;
-    for _ in 0..6 {
-        let delay = Duration::from_millis(50 + rng.next() % 1951);
-        let limits = Limits { file_size_kib: None, kill_after: Some(delay) };
-        let ended = match job_id(root.path()) {
-            Some(id) => run_child(root.path(), "resume", Some(&id), None, &limits),
-            None => run_child(root.path(), "run", None, None, &limits),
-        };
-        match ended {
-            Ended::Killed => witnesses.push(witness(root.path())),
-            Ended::Outcome(v) => {
-                finished = Some(v);
-                break;
+    let span = baseline_ms().clamp(100, 2000) - 50;
+    for _round in 0..4 {
+        let mut root = tempfile::tempdir().unwrap();
+        keep_if_asked(&mut root);
+        prepare(root.path());
+        let mut witnesses = Vec::new();
+        let mut finished = None;
+        for _attempt in 0..3 {
+            let delay = Duration::from_millis(50 + rng.next() % span);
+            let limits = Limits { file_size_kib: None, kill_after: Some(delay) };
+            let ended = match job_id(root.path()) {
+                Some(id) => run_child(root.path(), "resume", Some(&id), None, &limits),
+                None => run_child(root.path(), "run", None, None, &limits),
+            };
+            match ended {
+                Ended::Killed => witnesses.push(witness(root.path())),
+                Ended::Outcome(v) => {
+                    finished = Some(v);
+                    break;
+                }
             }
         }
+        let out = finished.unwrap_or_else(|| resume_until_done(root.path()));
+        assert_eq!(out["status"], "completed", "after {} kills: {out}", witnesses.len());
+        assert_same_as_uninterrupted(root.path(), &witnesses);
     }
-    let out = finished.unwrap_or_else(|| resume_until_done(root.path()));
-    assert_eq!(out["status"], "completed", "{out}");
-    assert_same_as_uninterrupted(root.path(), &witnesses);
 }
 
 /// Kills at a mid-job point, then applies `damage` to the job directory before resuming.
