@@ -634,6 +634,14 @@ fn kill_during_validation() {
     crash_each("executor.validation.running", &[1, 4]);
 }
 
+/// The last event of the job (FR-EVT-MT-009, after the final progress save and before the
+/// job record is marked completed).
+#[test]
+fn kill_before_the_final_event() {
+    let last = json_lines(&job_dir(baseline()).join("events.jsonl")).len() as u32;
+    crash_each("events.append.before", &[last]);
+}
+
 /// A tiny xorshift, seeded, so the kill moments are the same on every run.
 struct XorShift(u64);
 
