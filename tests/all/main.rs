@@ -1,3 +1,4 @@
 //! mtx integration tests: one binary, one module per suite.
 
+mod default_plugins;
 mod plugins;
