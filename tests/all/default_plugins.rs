@@ -14,8 +14,8 @@ use mtx_tests::default_plugins::{
     BusFixture, ChatServer, Reply, completion_body, planner_input_for, real_packets,
 };
 use mtx_tests::plugins::{
-    builtin, decision_input, drop_back_input, host, lora, model_request, mt_definition, selection_input,
-    validation_input,
+    SilentTarget, builtin, decision_input, drop_back_input, host, lora, model_request, mt_definition,
+    selection_input, validation_input,
 };
 
 // ------------------------------------------------------------------ planner
@@ -638,4 +638,19 @@ fn default_plugin_crates(plugins: &Path) -> Vec<String> {
     names.sort();
     assert!(names.len() >= 7, "{names:?}");
     names
+}
+#[test]
+fn openai_backend_is_denied_a_host_its_grant_does_not_name() {
+    let target = SilentTarget::bind();
+    let base_url = format!("http://127.0.0.1:{}/v1", target.port());
+    let (host, recorder) = host();
+    let plugin = host.load(&openai(&base_url, &["net.http:10.1.2.3:80".into()])).unwrap();
+    let err = host.complete(&plugin, &model_request("small"), &CallContext::default()).unwrap_err();
+    assert_eq!(err.kind(), "denied", "{err:?}");
+    assert!(matches!(err, PluginError::Reported { error: ReportedError::ModelDenied(_), .. }), "{err:?}");
+    assert!(!target.was_contacted(), "a denied request must not connect");
+    let grants = recorder.grants();
+    assert_eq!(grants.len(), 1, "{grants:?}");
+    assert!(!grants[0].allowed);
+    assert!(grants[0].detail.contains(&format!("127.0.0.1:{}", target.port())), "{grants:?}");
 }

@@ -45,15 +45,27 @@ pub fn send(call: &HttpCall) -> Result<(u16, Vec<u8>), ModelError> {
     // Hand the request to the host before writing the body, so a body larger than the
     // host's pipe buffer cannot block on a reader that does not exist yet.
     let future = outgoing_handler::handle(req, Some(options)).map_err(|e| map_error_code(&e))?;
+    // When the host refuses the request (no `net.http` grant for the host), it closes the
+    // body stream and reports the refusal through the response; that refusal, not the
+    // broken body write, is the error to report.
+    let refused = |write_error: ModelError| {
+        future.subscribe().block();
+        match future.get() {
+            Some(Ok(Err(code))) => map_error_code(&code),
+            _ => write_error,
+        }
+    };
     {
         let stream = body.write().map_err(|()| fatal("body stream"))?;
         for chunk in call.body.chunks(WRITE_CHUNK) {
-            stream
-                .blocking_write_and_flush(chunk)
-                .map_err(|e| stream_error(e, "writing the request body"))?;
+            if let Err(e) = stream.blocking_write_and_flush(chunk) {
+                return Err(refused(stream_error(e, "writing the request body")));
+            }
         }
     }
-    OutgoingBody::finish(body, None).map_err(|e| map_error_code(&e))?;
+    if let Err(e) = OutgoingBody::finish(body, None) {
+        return Err(refused(map_error_code(&e)));
+    }
 
     future.subscribe().block();
     let response = match future.get() {
