@@ -191,6 +191,8 @@ pub struct LiveView {
     out: Output,
     tty: bool,
     last: Mutex<Option<String>>,
+    /// (MTs finished, MTs planned), for the progress bar of the status line.
+    mts: Mutex<(u64, u64)>,
     /// Written next to the job on its first event, so `mtx resume` after a pause or a
     /// crash runs with the same config without being told: (state dir, config path).
     remember_config: Mutex<Option<(PathBuf, PathBuf)>>,
@@ -206,6 +208,7 @@ impl LiveView {
             tty: !out.json && std::io::stderr().is_terminal(),
             last: Mutex::new(None),
             remember_config: Mutex::new(None),
+            mts: Mutex::new((0, 0)),
         }
     }
 
@@ -238,6 +241,14 @@ impl RunObserver for LiveView {
         }
         let payload = Value::Object(e.payload.clone());
         let p = &payload;
+        {
+            let mut mts = self.mts.lock().unwrap();
+            match e.event_type.as_str() {
+                "FR-EVT-MT-001" => mts.1 = p.get("total_mts").and_then(Value::as_u64).unwrap_or(0),
+                "FR-EVT-MT-004" | "FR-EVT-MT-016" => mts.0 += 1,
+                _ => {}
+            }
+        }
         let s = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
         let n = |k: &str| p.get(k).and_then(Value::as_u64).unwrap_or(0);
         let mt = e.mt_id.clone().unwrap_or_default();
@@ -248,9 +259,11 @@ impl RunObserver for LiveView {
             "FR-EVT-MT-002" => {
                 let lora =
                     p.get("lora_id").and_then(Value::as_str).map(|l| format!(" + {l}")).unwrap_or_default();
+                let (done, total) = *self.mts.lock().unwrap();
                 (
                     Some(format!(
-                        "{mt} iteration {} level {} {}{lora}: waiting for the model",
+                        "{} {mt} iteration {} level {} {}{lora}: waiting for the model",
+                        progress_bar(done, total),
                         e.iteration.unwrap_or(0),
                         n("escalation_level"),
                         s("model_id")
@@ -337,6 +350,13 @@ impl RunObserver for LiveView {
             }
         }
     }
+}
+
+/// `[####------] 2/5 MTs`: MTs finished out of those planned.
+fn progress_bar(done: u64, total: u64) -> String {
+    const WIDTH: u64 = 10;
+    let filled = if total == 0 { 0 } else { (done * WIDTH / total).min(WIDTH) };
+    format!("[{}{}] {done}/{total} MTs", "#".repeat(filled as usize), "-".repeat((WIDTH - filled) as usize))
 }
 
 fn report_outcome(outcome: &JobOutcome, state_dir: &Path, out: Output) -> CliResult {
@@ -946,4 +966,25 @@ pub fn metrics(job_id: Option<&str>, format: &str, state_dir: Option<&Path>) -> 
         }
     }
     Ok(ExitCode::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_progress_bar_fills_with_finished_mts() {
+        assert_eq!(progress_bar(0, 0), "[----------] 0/0 MTs");
+        assert_eq!(progress_bar(1, 2), "[#####-----] 1/2 MTs");
+        assert_eq!(progress_bar(3, 3), "[##########] 3/3 MTs");
+    }
+
+    #[test]
+    fn job_statuses_map_to_the_cli_exit_codes() {
+        assert_eq!(exit_code_for(JobStatus::Completed), ExitCode::Ok);
+        assert_eq!(exit_code_for(JobStatus::CompletedWithIssues), ExitCode::Ok);
+        assert_eq!(exit_code_for(JobStatus::AwaitingUser), ExitCode::Paused);
+        assert_eq!(exit_code_for(JobStatus::Failed), ExitCode::Failed);
+        assert_eq!(exit_code_for(JobStatus::Poisoned), ExitCode::Failed);
+    }
 }

@@ -218,18 +218,30 @@ fn seal(seq: u64, prev_hash: &str, body: &Map<String, Value>) -> Vec<u8> {
     unsealed
 }
 
+/// How long a writer waits for a lock held by someone else before reporting `Busy`.
+///
+/// A lock can outlive its writer for a moment: a process forked by another thread of the
+/// same program (a verify command starting) shares the open file until it execs, and the
+/// `flock` with it. A short wait tells that apart from a second writer that really runs.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn lock_exclusive(file: &File, path: &Path) -> Result<(), StoreError> {
     use std::os::fd::AsRawFd;
-    // SAFETY: flock on a file descriptor this function borrows for the call's duration.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        return Ok(());
-    }
-    let err = std::io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Err(StoreError::Busy { path: path.to_owned() })
-    } else {
-        Err(StoreError::io(path, err))
+    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+    loop {
+        // SAFETY: flock on a file descriptor this function borrows for the call's duration.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(StoreError::io(path, err));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(StoreError::Busy { path: path.to_owned() });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
