@@ -355,7 +355,7 @@ impl RunObserver for LiveView {
 /// `[####------] 2/5 MTs`: MTs finished out of those planned.
 fn progress_bar(done: u64, total: u64) -> String {
     const WIDTH: u64 = 10;
-    let filled = if total == 0 { 0 } else { (done * WIDTH / total).min(WIDTH) };
+    let filled = (done * WIDTH).checked_div(total).unwrap_or(0).min(WIDTH);
     format!("[{}{}] {done}/{total} MTs", "#".repeat(filled as usize), "-".repeat((WIDTH - filled) as usize))
 }
 
