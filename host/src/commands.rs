@@ -420,6 +420,11 @@ fn paint_status(out: Output, status: JobStatus) -> String {
 
 // --------------------------------------------------------- resume, gate, consent
 
+/// `continue`, `skip` or `abort`, spelled as the GateDecision record spells them.
+fn parse_gate_choice(decision: &str) -> Option<mtx_types::GateChoice> {
+    serde_json::from_value(Value::String(decision.to_owned())).ok()
+}
+
 pub fn resume(
     job_id: &str,
     config: Option<&Path>,
@@ -479,13 +484,12 @@ pub fn gate(
     out: Output,
 ) -> CliResult {
     let state_dir = resolve_state_dir(state_dir);
-    let choice: mtx_types::GateChoice =
-        serde_json::from_value(Value::String(decision.to_owned())).map_err(|_| {
-            CliError::usage(
-                anyhow!("unknown decision `{decision}`"),
-                Some("use --decision continue, skip or abort".to_owned()),
-            )
-        })?;
+    let choice = parse_gate_choice(decision).ok_or_else(|| {
+        CliError::usage(
+            anyhow!("unknown decision `{decision}`"),
+            Some("use --decision continue, skip or abort".to_owned()),
+        )
+    })?;
     let recorded = mtx_executor::decide_gate(&state_dir, job_id, choice, note, user_id)?;
     if out.json {
         println!("{}", serde_json::to_string(&recorded).context("serialising the decision")?);
@@ -851,8 +855,7 @@ struct ConsoleActions {
 
 impl mtx_console::OperatorActions for ConsoleActions {
     fn gate(&self, job_id: &str, decision: &str, note: Option<&str>, user_id: &str) -> Result<Value, String> {
-        let choice: mtx_types::GateChoice = serde_json::from_value(Value::String(decision.to_owned()))
-            .map_err(|_| format!("unknown decision `{decision}`"))?;
+        let choice = parse_gate_choice(decision).ok_or_else(|| format!("unknown decision `{decision}`"))?;
         let user = if user_id.is_empty() { self.user_id.as_str() } else { user_id };
         let recorded = mtx_executor::decide_gate(&self.state_dir, job_id, choice, note, user)
             .map_err(|e| e.to_string())?;
