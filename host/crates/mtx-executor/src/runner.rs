@@ -541,11 +541,20 @@ pub fn resume_job(
             | ProgressStatus::Failed
             | ProgressStatus::Cancelled
     );
-    if finished || job.record.status.is_terminal() {
+    let interrupted_finalisation = finished
+        && !job.record.status.is_terminal()
+        && matches!(job.progress.status, ProgressStatus::Completed | ProgressStatus::CompletedWithIssues);
+    if (finished || job.record.status.is_terminal()) && !interrupted_finalisation {
         return Ok(job.outcome());
     }
     let host = PluginHost::new(HostOptions { cache_dir: setup.cache_dir.clone() }, log).map_err(internal)?;
     let mut run = Run::new(setup, observer, job, host).map_err(|(_, e)| e)?;
+    if interrupted_finalisation {
+        // A crash between the final progress save and FR-EVT-MT-009 or the job record
+        // (5.4 steps 2-3): the work is done; finish recording it, with no model call.
+        run.complete_finalisation()?;
+        return Ok(run.finish());
+    }
     if crashed {
         run.rebuild_missing_iterations()?;
         run.job.set_status(JobStatus::Running, "running")?;
@@ -1265,6 +1274,25 @@ impl<'a> Run<'a> {
         self.job.progress.completed_at = Some(now_rfc3339());
         self.job.progress.current_state.active_mt = None;
         self.job.save_progress()?;
+        self.record_completion(job_status, reason)
+    }
+
+    /// Finishes a finalisation a crash interrupted after the final progress save: emits
+    /// FR-EVT-MT-009 unless it is already in the log, and marks the job record.
+    fn complete_finalisation(&mut self) -> Result<(), ExecError> {
+        let (job_status, reason) = match self.job.progress.status {
+            ProgressStatus::Completed => (JobStatus::Completed, status_reason::COMPLETED),
+            _ => (JobStatus::CompletedWithIssues, status_reason::COMPLETED_WITH_ISSUES),
+        };
+        let events = mtx_store::recorder::read_events(&self.job.dir.events())?;
+        if events.iter().any(|e| e.envelope.event_type == "FR-EVT-MT-009") {
+            self.job.record.job_outputs = Some(json!({"outcome": reason, "summary": self.job.summary()}));
+            return self.job.set_status(job_status, reason);
+        }
+        self.record_completion(job_status, reason)
+    }
+
+    fn record_completion(&mut self, job_status: JobStatus, reason: &str) -> Result<(), ExecError> {
         let progress_ref = file_handle(&self.job.dir, "progress_artifact.json");
         let ledger_ref = file_handle(&self.job.dir, "run_ledger.jsonl");
         self.emit(Event::new(

@@ -616,3 +616,11 @@ fn every_store_failpoint_is_covered() {
     ];
     assert_eq!(mtx_store::failpoint::FAILPOINTS, covered);
 }
+
+/// The last event of the job (FR-EVT-MT-009, after the final progress save and before the
+/// job record is marked completed).
+#[test]
+fn kill_before_the_final_event() {
+    let last = json_lines(&job_dir(baseline()).join("events.jsonl")).len() as u32;
+    crash_each("events.append.before", &[last]);
+}
