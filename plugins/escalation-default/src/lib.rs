@@ -15,7 +15,7 @@ mod bindings {
 mod classify;
 mod decide;
 mod drop_back;
-mod rfc3339;
+use mtx_guest_time as rfc3339;
 
 use bindings::Guest;
 use bindings::exports::mtx::plugin::plugin::Guest as PluginGuest;

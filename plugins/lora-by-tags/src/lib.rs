@@ -11,7 +11,7 @@ mod bindings {
     wit_bindgen::generate!({ world: "lora-selector", path: "../../wit" });
 }
 
-mod rfc3339;
+use mtx_guest_time as rfc3339;
 mod select;
 
 use bindings::Guest;
