@@ -32,6 +32,10 @@ pub const MT_DEFINITIONS_FILE: &str = "mt_definitions.json";
 /// Loop state the spec records have no field for, persisted with the progress artifact.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LoopExt {
+    /// `seq` of the first event recorded after this save: a crashed process's state
+    /// changes from here on are replayed, not recorded again, on resume (8.5).
+    #[serde(default)]
+    pub events_checkpoint: Option<u64>,
     /// Level the next MT starts at (after a drop-back or a stay-escalated decision).
     #[serde(default)]
     pub job_level: u32,
@@ -165,6 +169,7 @@ impl Job {
 
     /// Writes the progress artifact atomically, with the loop bookkeeping inside.
     pub fn save_progress(&mut self) -> Result<(), ExecError> {
+        self.ext.events_checkpoint = Some(self.log.recorder().next_seq());
         let ext = serde_json::to_value(&self.ext).map_err(internal)?;
         self.progress.extra.insert(EXT_KEY.into(), ext);
         self.progress_store.save(&mut self.progress)?;

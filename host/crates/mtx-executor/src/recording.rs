@@ -31,6 +31,46 @@ pub struct JobLog {
     history: Option<Mutex<JobHistory>>,
     unseen: Mutex<Vec<EventEnvelope>>,
     scope: Mutex<StepScope>,
+    /// State changes a crashed process recorded after its last progress save (see
+    /// [`JobLog::arm_replay`]), keyed by [`replay_key`].
+    replay: Mutex<Vec<(String, EventEnvelope)>>,
+}
+
+/// Whether an event records a state change of the job (an MT started, decided, escalated,
+/// completed; a model answered; a cloud step), as opposed to a call or a runtime fact
+/// (plugin and Tool Bus calls, gate outcomes, context compilation) that a re-run step
+/// legitimately records again. The resumption records (FR-EVT-MT-008, FR-EVT-WF-RECOVERY)
+/// describe each resume and are never replayed.
+pub fn is_state_change(event_type: &str) -> bool {
+    (event_type.starts_with("FR-EVT-MT-") && event_type != "FR-EVT-MT-008")
+        || event_type == "FR-EVT-LLM-INFERENCE"
+        || event_type.starts_with("FR-EVT-CLOUD-")
+}
+
+/// What identifies one state change across two executions of the same step: the type, the
+/// MT, the iteration and model, and the step and levels the payload names. Times, ids and
+/// durations are left out: they differ between the two executions by construction.
+fn replay_key(
+    event_type: &str,
+    mt_id: Option<&str>,
+    iteration: Option<u32>,
+    model_id: Option<&str>,
+    payload: &Value,
+) -> Option<String> {
+    if !is_state_change(event_type) {
+        return None;
+    }
+    let field = |k: &str| payload.get(k).map(Value::to_string).unwrap_or_default();
+    Some(format!(
+        "{event_type}|{}|{}|{}|{}|{}|{}|{}",
+        mt_id.unwrap_or(""),
+        iteration.map(|i| i.to_string()).unwrap_or_default(),
+        model_id.unwrap_or(""),
+        field("step_id"),
+        field("from_level"),
+        field("to_level"),
+        field("escalation_level"),
+    ))
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -51,7 +91,48 @@ impl JobLog {
             history: history.map(Mutex::new),
             unseen: Mutex::new(Vec::new()),
             scope: Mutex::new(StepScope::default()),
+            replay: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Arms crash replay (MTX-SPEC 8.5): `recorded` are the events a crashed process wrote
+    /// after its last progress save. The resumed loop re-executes from that save, and each
+    /// state change it emits that one of these already records is not written again; the
+    /// recorded envelope stands. So a step interrupted between its write-ahead events and
+    /// the progress save that commits it is neither lost nor recorded twice.
+    pub fn arm_replay(&self, recorded: Vec<EventEnvelope>) {
+        let tail: Vec<(String, EventEnvelope)> = recorded
+            .into_iter()
+            .filter_map(|e| {
+                let payload = Value::Object(e.payload.clone());
+                let key = replay_key(
+                    &e.event_type,
+                    e.mt_id.as_deref(),
+                    e.iteration,
+                    e.model_id.as_deref(),
+                    &payload,
+                )?;
+                Some((key, e))
+            })
+            .collect();
+        *lock(&self.replay) = tail;
+    }
+
+    /// The recorded envelope of `event` when crash replay already holds it.
+    fn replayed(&self, event: &Event) -> Option<EventEnvelope> {
+        let mut tail = lock(&self.replay);
+        if tail.is_empty() {
+            return None;
+        }
+        let key = replay_key(
+            &event.event_type,
+            event.mt_id.as_deref(),
+            event.iteration,
+            event.model_id.as_deref(),
+            &event.payload,
+        )?;
+        let at = tail.iter().position(|(k, _)| *k == key)?;
+        Some(tail.remove(at).1)
     }
 
     pub fn recorder(&self) -> &FlightRecorder {
@@ -74,8 +155,12 @@ impl JobLog {
         lock(&self.scope).clone()
     }
 
-    /// Durably records `event`, indexes it, and queues it for the live view.
+    /// Durably records `event`, indexes it, and queues it for the live view. During crash
+    /// replay, a state change the crashed process already recorded is returned as recorded.
     pub fn emit(&self, event: Event) -> Result<EventEnvelope, StoreError> {
+        if let Some(recorded) = self.replayed(&event) {
+            return Ok(recorded);
+        }
         let stored = self.recorder.emit_stored(event)?;
         if let Some(h) = self.history()
             && let Err(e) = h.index_event(&self.job_id, &stored)

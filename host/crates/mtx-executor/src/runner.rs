@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mtx_loop::{
-    CompileInput, Decision, DirReader, EditRules, EnforcedDecision, FailedCommand, HardGateReason,
-    IterationFacts, IterationObservation, IterationReport, LoopStatus, Proposal, ProposedDecision,
-    RetrievalConfig, SnapshotIds, WorkspaceReader,
+    CompileInput, Decision, DirReader, EditRules, FailedCommand, HardGateReason, IterationFacts,
+    IterationObservation, IterationReport, LoopStatus, Proposal, ProposedDecision, RetrievalConfig,
+    SnapshotIds, WorkspaceReader,
 };
 use mtx_plugin::bindings::types as wit;
 use mtx_plugin::{CallContext, HostOptions, LoadedPlugin, PluginError, PluginHost, ReportedError};
@@ -218,6 +218,8 @@ pub fn run_job(
     let job_id = uuid::Uuid::now_v7().to_string();
     let dir = state.job(&job_id)?;
     dir.create()?;
+    // The parsed packet is kept with the job: a crash during planning re-plans from it.
+    dir.write_file(WORK_PACKET_FILE, &serde_json::to_vec_pretty(&wp).map_err(internal)?)?;
     let trace_id = uuid::Uuid::now_v7().to_string();
     let workflow_run_id = uuid::Uuid::now_v7().to_string();
     let correlation = Correlation {
@@ -325,7 +327,7 @@ pub fn run_job(
 
     let host =
         PluginHost::new(HostOptions { cache_dir: setup.cache_dir.clone() }, log.clone()).map_err(internal)?;
-    let mut run = match Run::new(setup, observer, job, host) {
+    let run = match Run::new(setup, observer, job, host) {
         Ok(r) => r,
         Err((mut job, e)) => {
             fail_before_start(&mut job, status_reason::PLUGIN_FAILURE, &e.to_string(), observer)?;
@@ -333,8 +335,16 @@ pub fn run_job(
         }
     };
 
-    // Planning (5.2): the planner plugin, then MT-VAL, the capability checks, the waves.
-    let defs = match run.plan(&wp, &scope) {
+    plan_and_drive(run, &wp)
+}
+
+/// Planning (5.2): the planner plugin, then MT-VAL, the capability checks, the waves;
+/// then the loop. Also the resumption of a job a crash stopped before its plan was saved.
+fn plan_and_drive(mut run: Run<'_>, wp: &mtx_wp::WorkPacket) -> Result<JobOutcome, ExecError> {
+    let scope = mtx_wp::wp_scope(wp);
+    let policy = run.job.record.execution_policy.clone();
+    let job_id = run.job.job_id().to_string();
+    let defs = match run.plan(wp, &scope) {
         Ok(d) => d,
         Err(e) => return run.refuse_plan(e),
     };
@@ -364,7 +374,7 @@ pub fn run_job(
     }
 
     let order = run.job.order();
-    run.job.progress = new_progress(&wp.wp_id, &job_id, &policy, &setup.loras, &run.job.defs, &order);
+    run.job.progress = new_progress(&wp.wp_id, &job_id, &policy, &run.setup.loras, &run.job.defs, &order);
     run.job.save_progress()?;
     run.emit(Event::new(
         "FR-EVT-MT-001",
@@ -465,6 +475,10 @@ pub fn resume_job(
     }
     let mut record = read_record(&dir)?;
     let progress_store = ProgressStore::new(&dir.progress_artifact());
+    if !progress_store.exists() && !record.status.is_terminal() && dir.root().join(WORK_PACKET_FILE).is_file()
+    {
+        return resume_planning(setup, state, dir, record, observer);
+    }
     let loaded: Result<ProgressArtifact, _> = progress_store.load();
     let progress = match loaded {
         Ok(p) => p,
@@ -478,8 +492,16 @@ pub fn resume_job(
                 summary: crate::JobSummary::default(),
             });
         }
-        // 8.6 item 1: a progress artifact that fails to parse or validate is rebuilt from
-        // the MT definitions, the ledger and the step outputs.
+        // 8.6 item 1: a progress artifact that fails to parse or validate is rebuilt. The
+        // document its last save replaced is the first choice: the loop re-executes from
+        // there as after a crash, finishing committed steps from their step outputs and
+        // replaying the recorded events, so nothing of the loop's own state is lost.
+        Err(e) if progress_store.load_previous::<ProgressArtifact>().is_ok() => {
+            tracing::warn!(job_id, error = %e, "progress artifact unreadable; continuing from the previous one");
+            progress_store.load_previous()?
+        }
+        // Without it, the progress artifact is rebuilt from the MT definitions, the ledger
+        // and the step outputs.
         Err(e) => {
             tracing::warn!(job_id, error = %e, "progress artifact unreadable; rebuilding it");
             let rebuilt = read_definitions(&dir).and_then(|defs| {
@@ -547,6 +569,9 @@ pub fn resume_job(
     if (finished || job.record.status.is_terminal()) && !interrupted_finalisation {
         return Ok(job.outcome());
     }
+    if crashed || interrupted_finalisation {
+        arm_crash_replay(&job)?;
+    }
     let host = PluginHost::new(HostOptions { cache_dir: setup.cache_dir.clone() }, log).map_err(internal)?;
     let mut run = Run::new(setup, observer, job, host).map_err(|(_, e)| e)?;
     if interrupted_finalisation {
@@ -556,7 +581,6 @@ pub fn resume_job(
         return Ok(run.finish());
     }
     if crashed {
-        run.rebuild_missing_iterations()?;
         run.job.set_status(JobStatus::Running, "running")?;
         run.emit(Event::new(
             "FR-EVT-MT-008",
@@ -570,6 +594,131 @@ pub fn resume_job(
     }
     run.drive()?;
     Ok(run.finish())
+}
+
+/// The parsed Work Packet of a job, `jobs/<id>/work_packet.json`.
+const WORK_PACKET_FILE: &str = "work_packet.json";
+
+/// Name of a step's journaled context, `step_outputs/<key>/intent.json`.
+const INTENT_FILE: &str = "intent.json";
+
+/// What one iteration asks the model: the compiled prompt and its ContextSnapshot. It is
+/// written to the step directory before the step is journaled `in_progress`, so that a
+/// re-run after a crash asks with the same prompt under the same idempotency key, whatever
+/// the interrupted attempt changed in the workspace.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Prepared {
+    model_id: String,
+    lora_id: Option<String>,
+    iteration: u32,
+    prompt: String,
+    prompt_hash: String,
+    envelope_hashes: mtx_types::PromptEnvelopeHashes,
+    prompt_tokens: u32,
+    prompt_ref: ArtifactHandle,
+    snapshot_id: String,
+    snapshot_ref: ArtifactHandle,
+    snapshot_hash: String,
+    /// The context did not fit the budget: no model call.
+    overflow: bool,
+}
+
+/// Resumes a job a crash stopped before its plan was saved: the ledger is reconciled and
+/// the recovery recorded as for any crash (8.5), then the job is planned again from its
+/// stored Work Packet (planning is deterministic: the planner is a pure plugin).
+fn resume_planning(
+    setup: &ExecutorSetup,
+    state: StateDir,
+    dir: JobDir,
+    mut record: MicroTaskExecutorJob,
+    observer: &dyn RunObserver,
+) -> Result<JobOutcome, ExecError> {
+    let packet_path = dir.root().join(WORK_PACKET_FILE);
+    let wp: mtx_wp::WorkPacket = std::fs::read(&packet_path)
+        .map_err(internal)
+        .and_then(|b| serde_json::from_slice(&b).map_err(internal))
+        .map_err(|e| internal(anyhow::anyhow!("{}: {e}", packet_path.display())))?;
+    if record.status != JobStatus::Stalled {
+        recover_job(&dir, &mut record, None)?;
+    }
+    let workflow_run_id = uuid::Uuid::now_v7().to_string();
+    let correlation = Correlation {
+        trace_id: record.trace_id.clone(),
+        job_id: record.job_id.clone(),
+        workflow_run_id: workflow_run_id.clone(),
+        wp_id: record.wp_id.clone(),
+    };
+    let recorder = FlightRecorder::open(&dir.events(), correlation)?;
+    let ledger = RunLedger::open(&dir.run_ledger())?;
+    let history = JobHistory::open(&state.history_db()).ok();
+    let log = Arc::new(JobLog::new(&record.job_id, recorder, ledger, history));
+    record.workflow_run_id = workflow_run_id;
+    let policy = record.execution_policy.clone();
+    let job = Job {
+        state,
+        dir: dir.clone(),
+        progress: new_progress(&wp.wp_id, &record.job_id, &policy, &setup.loras, &[], &[]),
+        progress_store: ProgressStore::new(&dir.progress_artifact()),
+        record,
+        defs: Vec::new(),
+        waves: Vec::new(),
+        ext: LoopExt::default(),
+        log: log.clone(),
+    };
+    let recorded = mtx_store::recorder::read_events(&dir.events())?;
+    log.arm_replay(recorded.into_iter().map(|e| e.envelope).collect());
+    let host = PluginHost::new(HostOptions { cache_dir: setup.cache_dir.clone() }, log).map_err(internal)?;
+    let mut run = match Run::new(setup, observer, job, host) {
+        Ok(r) => r,
+        Err((mut job, e)) => {
+            fail_before_start(&mut job, status_reason::PLUGIN_FAILURE, &e.to_string(), observer)?;
+            return Err(e);
+        }
+    };
+    run.job.set_status(JobStatus::Running, "running")?;
+    plan_and_drive(run, &wp)
+}
+
+/// Hands the job log the state changes the crashed process recorded after its last
+/// progress save, so that re-executing from that save records none of them twice.
+fn arm_crash_replay(job: &Job) -> Result<(), ExecError> {
+    let Some(checkpoint) = job.ext.events_checkpoint else { return Ok(()) };
+    let recorded = mtx_store::recorder::read_events(&job.dir.events())?;
+    job.log.arm_replay(recorded.into_iter().map(|e| e.envelope).filter(|e| e.seq >= checkpoint).collect());
+    Ok(())
+}
+
+/// Name of a step's commit record, `step_outputs/<key>/commit.json`.
+const COMMIT_FILE: &str = "commit.json";
+
+/// Everything that follows a step's commit marker (`output.json`, then the ledger's
+/// `completed`): the progress bookkeeping, FR-EVT-MT-003/017 and the decision. It is kept
+/// in `commit.json` next to `output.json`, so a crash between the commit marker and the progress save is
+/// finished from it without running the step again (8.5: completed steps are never
+/// re-run; their IterationRecord is rebuilt from `output.json`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct StepCommit {
+    record: IterationRecord,
+    evidence_ref: Option<ArtifactHandle>,
+    passed_specs: Option<Vec<u32>>,
+    /// `Some` for a completion claim: whether it was false.
+    false_claim: Option<bool>,
+    summary: mtx_loop::IterationSummary,
+    mt003: Value,
+    mt017: Option<Value>,
+    /// `(kind, message)` when the escalation policy failed instead of deciding.
+    plugin_problem: Option<(String, String)>,
+    decision: Option<Decision>,
+    decision_reason: String,
+    category: Option<FailureCategory>,
+    key: String,
+    prompt_ref: ArtifactHandle,
+    output_ref: Option<ArtifactHandle>,
+    nonblocking_failed: bool,
+    evidence_verified: Option<bool>,
+    rel_iteration: u32,
+    claimed: bool,
+    model_error: bool,
 }
 
 /// What one model call produced (or why it produced nothing).
@@ -895,45 +1044,6 @@ impl<'a> Run<'a> {
     }
 
     // ---------------------------------------------------------------- re-entry
-
-    /// 8.5: a finished step whose IterationRecord the progress artifact lacks gets it back
-    /// from its `output.json`.
-    fn rebuild_missing_iterations(&mut self) -> Result<(), ExecError> {
-        let steps: Vec<LedgerStep> = self.job.log.ledger().fold().steps;
-        for step in steps.iter().filter(|s| s.status == LedgerStepStatus::Completed) {
-            let Some((output, _)) = self.job.dir.read_step_output(&step.idempotency_key)? else { continue };
-            let Some(record) = output.iteration_record else { continue };
-            let Some(i) = self.job.entry_index(&output.mt_id) else { continue };
-            let entry = &mut self.job.progress.micro_tasks[i];
-            if entry.iterations.iter().any(|r| r.step_id == record.step_id) {
-                continue;
-            }
-            let success = record.outcome == IterationOutcome::Success;
-            let (iteration, level) = (record.iteration, record.escalation_level);
-            entry.iterations.push(record);
-            self.job.progress.current_state.total_iterations += 1;
-            // The step succeeded before the crash: the MT is complete (its completion
-            // event is recorded now; drop-back and candidates are not replayed).
-            if success && entry.status != MTStatus::Completed {
-                entry.status = MTStatus::Completed;
-                entry.final_iteration = Some(iteration);
-                entry.final_model_level = Some(level);
-                let mt_id = output.mt_id.clone();
-                if self.job.progress.current_state.active_mt.as_deref() == Some(mt_id.as_str()) {
-                    self.job.progress.current_state.active_mt = None;
-                    self.job.ext.mt_level = None;
-                }
-                self.emit(
-                    Event::new(
-                        "FR-EVT-MT-004",
-                        json!({"wp_id": self.wp_id(), "mt_id": mt_id, "final_iteration": iteration, "final_model_level": level}),
-                    )
-                    .mt(&mt_id),
-                )?;
-            }
-        }
-        self.job.save_progress()
-    }
 
     /// 8.8: applies the recorded decision the paused job waits for.
     fn apply_pending_decision(&mut self) -> Result<Flow, ExecError> {
@@ -1510,8 +1620,14 @@ impl<'a> Run<'a> {
             self.job.ext.previous_lora.insert(mt_id.clone(), l.clone());
         }
 
+        // A step a crash interrupted runs again with the prompt it was journaled with
+        // (8.5): edits it applied before the crash must not change its idempotency key,
+        // so its stored response is reused rather than asked for again.
+        let journaled = self.journaled_step(&step_id, &model_id, lora_id.as_deref(), iteration)?;
+        let snapshot_id =
+            journaled.as_ref().map_or_else(|| uuid::Uuid::now_v7().to_string(), |p| p.snapshot_id.clone());
+
         // g. model swap
-        let snapshot_id = uuid::Uuid::now_v7().to_string();
         let mut swap_done: Option<Value> = None;
         match self.job.ext.loaded_model.clone() {
             None => {
@@ -1529,126 +1645,74 @@ impl<'a> Run<'a> {
             Some(_) => {}
         }
 
+        // A step committed before a crash is finished from its commit record, not re-run.
+        if let Some(commit) = self.committed_step(&step_id)? {
+            return self.commit_step(mt, commit);
+        }
+
         // h. context compilation
         let max_level =
             mtx_loop::climb_ceiling(mt.escalation_target, self.chain(), self.job.ext.mt_start_level);
         let effective_max =
             mtx_loop::effective_max_iterations(self.policy().max_iterations_per_mt, mt.retry_budget);
-        let completed_mts: Vec<String> = self
-            .job
-            .progress
-            .micro_tasks
-            .iter()
-            .filter(|e| e.status == MTStatus::Completed)
-            .map(|e| e.mt_id.clone())
-            .collect();
         let context_window =
             self.profile_of(&model_id).map(|p| p.context_window).unwrap_or(chain_level.context_window);
-        let status = LoopStatus {
-            iteration,
-            max_iterations: effective_max,
-            level,
-            max_level,
-            model_id: model_id.clone(),
-            lora_id: lora_id.clone(),
-            after_escalation: self.job.ext.after_escalation,
-            completed_mts,
-            total_mts: self.job.defs.len() as u32,
-        };
         let reader = self.reader()?;
-        let previous = self.job.ext.last_summary.clone();
-        let compiled = mtx_loop::compile_context(
-            &CompileInput {
-                mt,
-                status: &status,
-                previous: previous.as_ref(),
-                retrieval: RetrievalConfig::default(),
-                determinism: mtx_types::DeterminismMode::Replay,
-            },
-            &reader,
-        );
-        let compiled = match compiled {
-            Ok(c) => Some(c),
-            Err(e) => {
-                tracing::warn!(mt_id = %mt_id, error = %e, "context overflow: no model call");
-                None
-            }
-        };
-        let (prompt, prompt_hash, envelope_hashes, prompt_tokens) = match &compiled {
-            Some(c) => (
-                c.envelope.rendered_prompt.clone(),
-                c.envelope.full_prompt_hash.clone(),
-                c.envelope.hashes(),
-                c.prompt_tokens,
-            ),
+        let prepared = match journaled {
+            Some(p) => p,
             None => {
-                let text = format!("context overflow for {mt_id}");
-                let env = mtx_types::PromptEnvelope::new(String::new(), text.clone(), text.clone());
-                (text, env.full_prompt_hash.clone(), env.hashes(), 0)
+                let status = LoopStatus {
+                    iteration,
+                    max_iterations: effective_max,
+                    level,
+                    max_level,
+                    model_id: model_id.clone(),
+                    lora_id: lora_id.clone(),
+                    after_escalation: self.job.ext.after_escalation,
+                    completed_mts: self
+                        .job
+                        .progress
+                        .micro_tasks
+                        .iter()
+                        .filter(|e| e.status == MTStatus::Completed)
+                        .map(|e| e.mt_id.clone())
+                        .collect(),
+                    total_mts: self.job.defs.len() as u32,
+                };
+                let ids = SnapshotIds {
+                    context_snapshot_id: snapshot_id.clone(),
+                    job_id: self.job.job_id().to_string(),
+                    workflow_run_id: self.job.log.recorder().correlation().workflow_run_id.clone(),
+                    wp_id: self.wp_id(),
+                    step_id: step_id.clone(),
+                    created_at: now_rfc3339(),
+                    model_id: model_id.clone(),
+                    lora_id: lora_id.clone(),
+                    model_context_window: context_window,
+                    policy_profile_id: self.setup.capability_profile_id.clone(),
+                    prompt_ref: ArtifactHandle {
+                        artifact_id: String::new(),
+                        path: String::new(),
+                        sha256: String::new(),
+                        size_bytes: None,
+                        media_type: None,
+                    },
+                };
+                self.prepare_context(mt, &status, &reader, ids)?
             }
         };
-        let prompt_ref = self.put_artifact(prompt.as_bytes(), "prompt", "text/plain")?;
+        let Prepared {
+            prompt,
+            prompt_hash,
+            envelope_hashes,
+            prompt_tokens,
+            prompt_ref,
+            snapshot_ref,
+            snapshot_hash,
+            overflow,
+            ..
+        } = prepared.clone();
         let key = mtx_types::idempotency_key(&mt_id, iteration, &model_id, lora_id.as_deref(), &prompt_hash);
-        let snapshot = match &compiled {
-            Some(c) => c.snapshot.clone(),
-            None => mtx_loop::SnapshotDraft {
-                mt_id: mt_id.clone(),
-                iteration,
-                escalation_level: level,
-                determinism_mode: mtx_types::DeterminismMode::Replay,
-                token_estimator: "bytes_div_4".into(),
-                token_budget: mt.token_budget,
-                sections: Vec::new(),
-                scope_inputs_hash: sha256_hex(mt_id.as_bytes()),
-                sources: Vec::new(),
-                retrieval_candidates_count: 0,
-                selected_count: 0,
-                prompt_envelope_hashes: envelope_hashes.clone(),
-                warnings: vec!["context_overflow".into()],
-            },
-        };
-        let snapshot = snapshot.into_snapshot(SnapshotIds {
-            context_snapshot_id: snapshot_id.clone(),
-            job_id: self.job.job_id().to_string(),
-            workflow_run_id: self.job.log.recorder().correlation().workflow_run_id.clone(),
-            wp_id: self.wp_id(),
-            step_id: step_id.clone(),
-            created_at: now_rfc3339(),
-            model_id: model_id.clone(),
-            lora_id: lora_id.clone(),
-            model_context_window: context_window,
-            policy_profile_id: self.setup.capability_profile_id.clone(),
-            prompt_ref: prompt_ref.clone(),
-        });
-        let snapshot_bytes = serde_json::to_vec_pretty(&snapshot).map_err(internal)?;
-        let snapshot_ref = self.put_artifact(&snapshot_bytes, "context_snapshot", "application/json")?;
-        self.emit(
-            Event::new(
-                "FR-EVT-CTX-001",
-                json!({
-                    "request_id": snapshot_id,
-                    "query_hash": snapshot.scope_inputs_hash,
-                    "candidates_count": snapshot.retrieval_candidates_count,
-                    "selected_count": snapshot.selected_count,
-                }),
-            )
-            .mt(&mt_id)
-            .iteration(iteration),
-        )?;
-        self.emit(
-            Event::new(
-                "FR-EVT-CTX-002",
-                json!({
-                    "request_id": snapshot_id,
-                    "context_snapshot_id": snapshot_id,
-                    "context_snapshot_ref": snapshot_ref,
-                    "total_tokens": prompt_tokens,
-                    "snapshot_hash": snapshot.snapshot_hash,
-                }),
-            )
-            .mt(&mt_id)
-            .iteration(iteration),
-        )?;
         if let Some(mut payload) = swap_done {
             payload["context_compile_ref"] = json!(snapshot_ref.canonical());
             payload["outcome"] = json!("completed");
@@ -1675,7 +1739,7 @@ impl<'a> Run<'a> {
             attempt: 1,
         };
         let mut cloud_request_id = None;
-        if chain_level.is_cloud && compiled.is_some() {
+        if chain_level.is_cloud && !overflow {
             let payload = canonical_json(&request);
             let payload_sha256 = sha256_hex(&payload);
             if self.job.ext.approved_payload.as_deref() != Some(payload_sha256.as_str()) {
@@ -1726,9 +1790,14 @@ impl<'a> Run<'a> {
             escalation_level: level,
         })?;
         self.job.dir.write_step_file(&key, "prompt.txt", prompt.as_bytes())?;
+        self.job.dir.write_step_file(
+            &key,
+            INTENT_FILE,
+            &serde_json::to_vec_pretty(&prepared).map_err(internal)?,
+        )?;
 
         // j. the model call (never repeated for a stored response)
-        let outcome = if compiled.is_some() {
+        let outcome = if !overflow {
             self.call_model(&request, &key)?
         } else {
             ModelOutcome {
@@ -1865,6 +1934,7 @@ impl<'a> Run<'a> {
         // Validation records (8.4 item 3) and FR-EVT-MT-012.
         let mut validation_ref = None;
         let mut evidence_ref = None;
+        let mut passed_specs: Option<Vec<u32>> = None;
         if let Some(v) = &validated {
             let spec_results: Vec<VerifySpecResult> = v
                 .spec_results
@@ -1891,7 +1961,7 @@ impl<'a> Run<'a> {
                 "findings": v.findings,
                 "evidence_check": evidence,
             });
-            let ev_ref = self.job.dir.write_step_file(
+            let ev_ref = self.job.dir.write_step_file_once(
                 &key,
                 "validation_evidence.json",
                 &serde_json::to_vec_pretty(&evidence_doc).map_err(internal)?,
@@ -1904,7 +1974,7 @@ impl<'a> Run<'a> {
                 completed_at: now_rfc3339(),
                 total_duration_ms: v.duration_ms,
             };
-            let vref = self.job.dir.write_step_file(
+            let vref = self.job.dir.write_step_file_once(
                 &key,
                 "validation.json",
                 &serde_json::to_vec_pretty(&result).map_err(internal)?,
@@ -1926,9 +1996,7 @@ impl<'a> Run<'a> {
                 .mt(&mt_id)
                 .iteration(iteration),
             )?;
-            let passed_specs: Vec<u32> =
-                spec_results.iter().filter(|r| r.passed).map(|r| r.spec_index).collect();
-            self.job.ext.passed_specs.insert(step_id.clone(), passed_specs);
+            passed_specs = Some(spec_results.iter().filter(|r| r.passed).map(|r| r.spec_index).collect());
             validation_ref = Some(vref);
             evidence_ref = Some(ev_ref);
         }
@@ -2031,7 +2099,7 @@ impl<'a> Run<'a> {
             scope_violations: resolved.scope_violations.clone(),
             missing_references: missing_refs.clone(),
             model_error: outcome.error.as_ref().map(|(k, _)| *k),
-            context_overflow: compiled.is_none(),
+            context_overflow: overflow,
             operator_skip: false,
             // The WIT streaks count the iterations before this one (mtx-loop's include it).
             false_completion_streak: streaks.false_completion_streak
@@ -2092,7 +2160,7 @@ impl<'a> Run<'a> {
                         mtx_loop::classify_failure(&mtx_loop::FailureSignals {
                             scope_violation,
                             timed_out: matches!(outcome.error, Some((wit::ModelErrorKind::Timeout, _))),
-                            context_overflow: compiled.is_none(),
+                            context_overflow: overflow,
                             missing_references: missing_refs.clone(),
                             claimed_complete: claimed,
                             blocked: signal.blocked,
@@ -2168,56 +2236,11 @@ impl<'a> Run<'a> {
             error_summary: error_summary.clone(),
             context_snapshot_id: snapshot_id.clone(),
         };
-        let output = StepOutput {
-            step_id: step_id.clone(),
-            idempotency_key: key.clone(),
-            prompt_hash: prompt_hash.clone(),
-            context_snapshot_id: snapshot_id.clone(),
-            context_snapshot_hash: snapshot.snapshot_hash.clone(),
-            context_snapshot_ref: Some(snapshot_ref.clone()),
-            prompt_envelope_hashes: Some(envelope_hashes.clone()),
-            prompt_snapshot_ref: Some(prompt_ref.clone()),
-            output_snapshot_ref: outcome.output_ref.clone(),
-            validation_ref: validation_ref.clone(),
-            mt_id: mt_id.clone(),
-            iteration_record: Some(record.clone()),
-        };
-        let output_ref = self.job.dir.write_step_output(&output)?;
-        self.job.log.ledger().append_step(&LedgerStep {
-            step_id: step_id.clone(),
-            idempotency_key: key.clone(),
-            status: LedgerStepStatus::Completed,
-            started_at: Some(started_at),
-            completed_at: Some(now_rfc3339()),
-            output_artifact_ref: Some(output_ref),
-            error: None,
-            recoverable: true,
-            escalation_level: level,
-        })?;
-        {
-            let entry = &mut self.job.progress.micro_tasks[idx];
-            entry.iterations.push(record);
-            if let Some(h) = &evidence_ref {
-                entry.evidence_refs.push(h.clone());
-            }
-        }
-        self.job.progress.current_state.total_iterations += 1;
-        self.job.progress.current_state.active_model_level = level.min(self.policy().max_escalation_level());
-        *self.job.ext.iterations_per_level.entry(level).or_insert(0) += 1;
-        self.job.ext.total_tokens += outcome.prompt_tokens + outcome.completion_tokens;
-        self.job.ext.after_escalation = false;
-        if claimed {
-            let false_claim = !(validation_passed == Some(true) && evidence_verified == Some(true));
-            let mut keys = vec![model_id.clone()];
-            if let Some(l) = &lora_id {
-                keys.push(format!("{model_id}+{l}"));
-            }
-            for k in keys {
-                let c = self.job.ext.claims.entry(k).or_insert([0, 0]);
-                c[0] += 1;
-                c[1] += u32::from(false_claim);
-            }
-        }
+        let nonblocking_failed = validated.as_ref().is_some_and(|v| {
+            v.spec_results
+                .iter()
+                .any(|r| !r.passed && mt.verify.get(r.spec_index as usize).is_some_and(|s| !s.blocking))
+        });
         let failed_commands: Vec<FailedCommand> = validated
             .as_ref()
             .map(|v| {
@@ -2236,8 +2259,6 @@ impl<'a> Run<'a> {
         let mut report =
             IterationReport::from_parts(&signal, evidence.as_ref(), Some(&resolved), failed_commands);
         report.error = outcome.error.as_ref().map(|(_, m)| m.clone());
-        self.job.ext.last_summary = Some(mtx_loop::summarize_iteration(&report));
-        self.job.save_progress()?;
 
         // FR-EVT-MT-003, then the blocked report (rule 7).
         let mut outcome_obj = json!({
@@ -2253,73 +2274,192 @@ impl<'a> Run<'a> {
         if let Some(s) = &error_summary {
             outcome_obj["error_summary"] = json!(s);
         }
-        self.emit(
-            Event::new(
-                "FR-EVT-MT-003",
-                json!({
-                    "wp_id": self.wp_id(),
-                    "mt_id": mt_id,
-                    "iteration": iteration,
-                    "model": {"base": model_id, "lora": lora_id, "context_window": context_window},
-                    "execution": {
-                        "tokens_prompt": outcome.prompt_tokens,
-                        "tokens_completion": outcome.completion_tokens,
-                        "duration_ms": duration_ms,
-                        "escalation_level": level,
-                    },
-                    "outcome": outcome_obj,
-                    "context_snapshot_id": snapshot_id,
-                    "evidence_artifact_ref": evidence_ref,
-                    "step_id": step_id,
-                    "decision": decision_name,
-                    "decision_reason": decision_reason,
-                    "context_snapshot_ref": snapshot_ref,
-                    "prompt_envelope_hashes": envelope_hashes,
-                }),
-            )
-            .mt(&mt_id)
-            .iteration(iteration)
-            .model(&model_id),
+        let mt003 = json!({
+            "wp_id": self.wp_id(),
+            "mt_id": mt_id,
+            "iteration": iteration,
+            "model": {"base": model_id, "lora": lora_id, "context_window": context_window},
+            "execution": {
+                "tokens_prompt": outcome.prompt_tokens,
+                "tokens_completion": outcome.completion_tokens,
+                "duration_ms": duration_ms,
+                "escalation_level": level,
+            },
+            "outcome": outcome_obj,
+            "context_snapshot_id": snapshot_id,
+            "evidence_artifact_ref": evidence_ref,
+            "step_id": step_id,
+            "decision": decision_name,
+            "decision_reason": decision_reason,
+            "context_snapshot_ref": snapshot_ref,
+            "prompt_envelope_hashes": envelope_hashes,
+        });
+        let mt017 = signal.blocked.then(|| {
+            json!({
+                "wp_id": self.wp_id(),
+                "mt_id": mt_id,
+                "reason": signal.blocked_reason.clone().unwrap_or_default(),
+                "need": signal.blocked_need,
+                "iteration": iteration,
+                "recoverable": block_recoverable,
+            })
+        });
+        let commit = StepCommit {
+            record: record.clone(),
+            evidence_ref: evidence_ref.clone(),
+            passed_specs,
+            false_claim: claimed
+                .then(|| !(validation_passed == Some(true) && evidence_verified == Some(true))),
+            summary: mtx_loop::summarize_iteration(&report),
+            mt003,
+            mt017,
+            plugin_problem,
+            decision: enforced.map(|(e, _)| e.decision),
+            decision_reason,
+            category,
+            key: key.clone(),
+            prompt_ref: prompt_ref.clone(),
+            output_ref: outcome.output_ref.clone(),
+            nonblocking_failed,
+            evidence_verified,
+            rel_iteration,
+            claimed,
+            model_error: outcome.error.is_some(),
+        };
+        let output = StepOutput {
+            step_id: step_id.clone(),
+            idempotency_key: key.clone(),
+            prompt_hash: prompt_hash.clone(),
+            context_snapshot_id: snapshot_id.clone(),
+            context_snapshot_hash: snapshot_hash.clone(),
+            context_snapshot_ref: Some(snapshot_ref.clone()),
+            prompt_envelope_hashes: Some(envelope_hashes.clone()),
+            prompt_snapshot_ref: Some(prompt_ref.clone()),
+            output_snapshot_ref: outcome.output_ref.clone(),
+            validation_ref: validation_ref.clone(),
+            mt_id: mt_id.clone(),
+            iteration_record: Some(record),
+        };
+        // The commit record goes first: `output.json` is the step's commit marker.
+        self.job.dir.write_step_file(
+            &key,
+            COMMIT_FILE,
+            &serde_json::to_vec_pretty(&commit).map_err(internal)?,
         )?;
-        if signal.blocked {
-            self.emit(
-                Event::new(
-                    "FR-EVT-MT-017",
-                    json!({
-                        "wp_id": self.wp_id(),
-                        "mt_id": mt_id,
-                        "reason": signal.blocked_reason.clone().unwrap_or_default(),
-                        "need": signal.blocked_need,
-                        "iteration": iteration,
-                        "recoverable": block_recoverable,
-                    }),
-                )
-                .mt(&mt_id)
-                .iteration(iteration),
-            )?;
+        let output_ref = self.job.dir.write_step_output(&output)?;
+        self.job.log.ledger().append_step(&LedgerStep {
+            step_id: step_id.clone(),
+            idempotency_key: key.clone(),
+            status: LedgerStepStatus::Completed,
+            started_at: Some(started_at),
+            completed_at: Some(now_rfc3339()),
+            output_artifact_ref: Some(output_ref),
+            error: None,
+            recoverable: true,
+            escalation_level: level,
+        })?;
+        self.commit_step(mt, commit)
+    }
+
+    /// The committed outcome of `step_id` when its commit marker (`output.json`, ledger
+    /// `completed`) is durable but the progress artifact does not have it yet: a crash came
+    /// in between (8.5).
+    fn committed_step(&self, step_id: &str) -> Result<Option<StepCommit>, ExecError> {
+        let key = match self.job.log.ledger().step(step_id) {
+            Some(s) if s.status == LedgerStepStatus::Completed => s.idempotency_key.clone(),
+            _ => return Ok(None),
+        };
+        if !self.job.dir.step_output_exists(&key) {
+            return Ok(None);
+        }
+        let path = self.job.dir.step_dir(&key)?.join(COMMIT_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(internal(anyhow::anyhow!("reading {}: {e}", path.display()))),
+        };
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            internal(anyhow::anyhow!("step {step_id}: unreadable commit record {}: {e}", path.display()))
+        })
+    }
+
+    /// Applies a committed step (8.4 items 5-6): the IterationRecord and counters in the
+    /// progress artifact, FR-EVT-MT-003 (and FR-EVT-MT-017 for a block), then the decision.
+    /// The same code finishes a step whose commit a crash interrupted.
+    fn commit_step(
+        &mut self,
+        mt: &MicroTaskDefinition,
+        commit: StepCommit,
+    ) -> Result<Option<Flow>, ExecError> {
+        let mt_id = mt.mt_id.clone();
+        let idx = self.job.entry_index(&mt_id).unwrap_or(0);
+        let record = commit.record;
+        let (level, iteration) = (record.escalation_level, record.iteration);
+        let model_id = record.model_id.clone();
+        let lora_id = record.lora_id.clone();
+        let tokens = record.tokens_prompt + record.tokens_completion;
+        {
+            let entry = &mut self.job.progress.micro_tasks[idx];
+            if let Some(h) = &commit.evidence_ref {
+                entry.evidence_refs.push(h.clone());
+            }
+            entry.iterations.push(record.clone());
+        }
+        if let Some(passed) = commit.passed_specs {
+            self.job.ext.passed_specs.insert(record.step_id.clone(), passed);
+        }
+        self.job.progress.current_state.total_iterations += 1;
+        self.job.progress.current_state.active_model_level = level.min(self.policy().max_escalation_level());
+        *self.job.ext.iterations_per_level.entry(level).or_insert(0) += 1;
+        self.job.ext.total_tokens += tokens;
+        self.job.ext.after_escalation = false;
+        if let Some(false_claim) = commit.false_claim {
+            let mut keys = vec![model_id.clone()];
+            if let Some(l) = &lora_id {
+                keys.push(format!("{model_id}+{l}"));
+            }
+            for k in keys {
+                let c = self.job.ext.claims.entry(k).or_insert([0, 0]);
+                c[0] += 1;
+                c[1] += u32::from(false_claim);
+            }
+        }
+        self.job.ext.last_summary = Some(commit.summary);
+        // No save here: the progress artifact takes the record together with the decision's
+        // effect (every branch of `act` ends with a save), so a crash can never leave a
+        // recorded step whose decision was not applied.
+
+        self.emit(
+            Event::new("FR-EVT-MT-003", commit.mt003).mt(&mt_id).iteration(iteration).model(&model_id),
+        )?;
+        if let Some(payload) = commit.mt017 {
+            self.emit(Event::new("FR-EVT-MT-017", payload).mt(&mt_id).iteration(iteration))?;
         }
 
         // p. act
-        if let Some((kind, message)) = plugin_problem {
+        if let Some((kind, message)) = commit.plugin_problem {
             let plugin = self.policy_plugin.spec.name.clone();
             return self.plugin_failure_msg(&plugin, "escalation-policy", &kind, &message, &mt_id).map(Some);
         }
-        let Some((enforced, _)) = enforced else { return Ok(Some(Flow::Stop)) };
+        let Some(decision) = commit.decision else {
+            self.job.save_progress()?;
+            return Ok(Some(Flow::Stop));
+        };
         self.act(
             mt,
-            enforced,
-            &decision_reason,
-            category,
-            &step_id,
-            &key,
-            &prompt_ref,
-            outcome.output_ref.clone(),
-            validated.as_ref(),
-            evidence_verified,
+            decision,
+            &commit.decision_reason,
+            commit.category,
+            &record.step_id,
+            &commit.key,
+            &commit.prompt_ref,
+            commit.output_ref,
+            commit.nonblocking_failed,
+            commit.evidence_verified,
             &lora_id,
-            rel_iteration,
-            claimed,
-            outcome.error.is_some(),
+            commit.rel_iteration,
+            commit.claimed,
+            commit.model_error,
         )
     }
 
@@ -2327,14 +2467,14 @@ impl<'a> Run<'a> {
     fn act(
         &mut self,
         mt: &MicroTaskDefinition,
-        enforced: EnforcedDecision,
+        decision: Decision,
         reason: &str,
         category: Option<FailureCategory>,
         step_id: &str,
         key: &str,
         prompt_ref: &ArtifactHandle,
         output_ref: Option<ArtifactHandle>,
-        validated: Option<&Validated>,
+        nonblocking_failed: bool,
         evidence_verified: Option<bool>,
         lora_id: &Option<String>,
         rel_iteration: u32,
@@ -2349,8 +2489,11 @@ impl<'a> Run<'a> {
             Some(h) => h,
             None => self.put_artifact(b"", "model_response", "text/plain")?,
         };
-        match enforced.decision {
-            Decision::Retry => Ok(None),
+        match decision {
+            Decision::Retry => {
+                self.job.save_progress()?;
+                Ok(None)
+            }
             Decision::Complete => {
                 self.complete_mt(
                     mt,
@@ -2360,7 +2503,7 @@ impl<'a> Run<'a> {
                     step_id,
                     prompt_ref,
                     &output_ref,
-                    validated,
+                    nonblocking_failed,
                     evidence_verified,
                     rel_iteration,
                 )?;
@@ -2506,7 +2649,10 @@ impl<'a> Run<'a> {
         let version = record.escalation_chain.len();
         record.extra.insert("version".into(), json!(version));
         let rel = format!("escalations/{mt_id}_v{version:03}.json");
-        let handle = self.job.dir.write_file(&rel, &serde_json::to_vec_pretty(&record).map_err(internal)?)?;
+        // Write-once: a step finished again after a crash must not replace the version its
+        // recorded FR-EVT-MT-005 already names.
+        let handle =
+            self.job.dir.write_file_once(&rel, &serde_json::to_vec_pretty(&record).map_err(internal)?)?;
         self.job.progress.micro_tasks[idx].escalation_record_ref = Some(handle.clone());
         Ok(handle)
     }
@@ -2528,7 +2674,7 @@ impl<'a> Run<'a> {
         step_id: &str,
         prompt_ref: &ArtifactHandle,
         output_ref: &ArtifactHandle,
-        validated: Option<&Validated>,
+        nonblocking_failed: bool,
         evidence_verified: Option<bool>,
         rel_iteration: u32,
     ) -> Result<(), ExecError> {
@@ -2628,11 +2774,6 @@ impl<'a> Run<'a> {
                 .profile_of(model_id)
                 .and_then(|p| p.tokenizer_id)
                 .unwrap_or_else(|| model_id.to_string());
-            let nonblocking_failed = validated.is_some_and(|v| {
-                v.spec_results
-                    .iter()
-                    .any(|r| !r.passed && mt.verify.get(r.spec_index as usize).is_some_and(|s| !s.blocking))
-            });
             for s in students {
                 let student_tokenizer = self
                     .profile_of(&s.model_id)
@@ -2841,6 +2982,140 @@ impl<'a> Run<'a> {
         }
         let scores = s.scores.iter().map(|x| json!({"lora_id": x.lora_id, "score": x.score})).collect();
         Ok((s.lora_id, scores, name.into()))
+    }
+
+    /// 5.3 h: compiles the context of one iteration, stores the prompt and the
+    /// ContextSnapshot, and records FR-EVT-CTX-001/002. A context that does not fit is an
+    /// overflow: the step is recorded without a model call.
+    fn prepare_context(
+        &mut self,
+        mt: &MicroTaskDefinition,
+        status: &LoopStatus,
+        reader: &DirReader,
+        mut ids: SnapshotIds,
+    ) -> Result<Prepared, ExecError> {
+        let mt_id = mt.mt_id.clone();
+        let previous = self.job.ext.last_summary.clone();
+        let compiled = mtx_loop::compile_context(
+            &CompileInput {
+                mt,
+                status,
+                previous: previous.as_ref(),
+                retrieval: RetrievalConfig::default(),
+                determinism: mtx_types::DeterminismMode::Replay,
+            },
+            reader,
+        );
+        let compiled = match compiled {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(mt_id = %mt_id, error = %e, "context overflow: no model call");
+                None
+            }
+        };
+        let (prompt, prompt_hash, envelope_hashes, prompt_tokens) = match &compiled {
+            Some(c) => (
+                c.envelope.rendered_prompt.clone(),
+                c.envelope.full_prompt_hash.clone(),
+                c.envelope.hashes(),
+                c.prompt_tokens,
+            ),
+            None => {
+                let text = format!("context overflow for {mt_id}");
+                let env = mtx_types::PromptEnvelope::new(String::new(), text.clone(), text.clone());
+                (text, env.full_prompt_hash.clone(), env.hashes(), 0)
+            }
+        };
+        let prompt_ref = self.put_artifact(prompt.as_bytes(), "prompt", "text/plain")?;
+        let snapshot = match &compiled {
+            Some(c) => c.snapshot.clone(),
+            None => mtx_loop::SnapshotDraft {
+                mt_id: mt_id.clone(),
+                iteration: status.iteration,
+                escalation_level: status.level,
+                determinism_mode: mtx_types::DeterminismMode::Replay,
+                token_estimator: "bytes_div_4".into(),
+                token_budget: mt.token_budget,
+                sections: Vec::new(),
+                scope_inputs_hash: sha256_hex(mt_id.as_bytes()),
+                sources: Vec::new(),
+                retrieval_candidates_count: 0,
+                selected_count: 0,
+                prompt_envelope_hashes: envelope_hashes.clone(),
+                warnings: vec!["context_overflow".into()],
+            },
+        };
+        let snapshot_id = ids.context_snapshot_id.clone();
+        ids.prompt_ref = prompt_ref.clone();
+        let snapshot = snapshot.into_snapshot(ids);
+        let snapshot_bytes = serde_json::to_vec_pretty(&snapshot).map_err(internal)?;
+        let snapshot_ref = self.put_artifact(&snapshot_bytes, "context_snapshot", "application/json")?;
+        self.emit(
+            Event::new(
+                "FR-EVT-CTX-001",
+                json!({
+                    "request_id": snapshot_id,
+                    "query_hash": snapshot.scope_inputs_hash,
+                    "candidates_count": snapshot.retrieval_candidates_count,
+                    "selected_count": snapshot.selected_count,
+                }),
+            )
+            .mt(&mt_id)
+            .iteration(status.iteration),
+        )?;
+        self.emit(
+            Event::new(
+                "FR-EVT-CTX-002",
+                json!({
+                    "request_id": snapshot_id,
+                    "context_snapshot_id": snapshot_id,
+                    "context_snapshot_ref": snapshot_ref,
+                    "total_tokens": prompt_tokens,
+                    "snapshot_hash": snapshot.snapshot_hash,
+                }),
+            )
+            .mt(&mt_id)
+            .iteration(status.iteration),
+        )?;
+        Ok(Prepared {
+            model_id: status.model_id.clone(),
+            lora_id: status.lora_id.clone(),
+            iteration: status.iteration,
+            prompt,
+            prompt_hash,
+            envelope_hashes,
+            prompt_tokens,
+            prompt_ref,
+            snapshot_id,
+            snapshot_ref,
+            snapshot_hash: snapshot.snapshot_hash.clone(),
+            overflow: compiled.is_none(),
+        })
+    }
+
+    /// The journaled context of `step_id` when a crash interrupted it: the run ledger
+    /// names its idempotency key and `intent.json` holds what its prompt was. Only a
+    /// journal of the same model, LoRA and iteration counts (anything else is a new step).
+    fn journaled_step(
+        &self,
+        step_id: &str,
+        model_id: &str,
+        lora_id: Option<&str>,
+        iteration: u32,
+    ) -> Result<Option<Prepared>, ExecError> {
+        let Some(key) = self.job.log.ledger().step(step_id).map(|s| s.idempotency_key.clone()) else {
+            return Ok(None);
+        };
+        let path = self.job.dir.step_dir(&key)?.join(INTENT_FILE);
+        let Ok(bytes) = std::fs::read(&path) else { return Ok(None) };
+        let Ok(intent) = serde_json::from_slice::<Prepared>(&bytes) else {
+            tracing::warn!(step_id, path = %path.display(), "unreadable step intent; compiling afresh");
+            return Ok(None);
+        };
+        let same = intent.model_id == model_id
+            && intent.lora_id.as_deref() == lora_id
+            && intent.iteration == iteration;
+        Ok(same.then_some(intent))
     }
 
     /// 5.3 j with 11.2: the model call, or the stored response for this idempotency key.

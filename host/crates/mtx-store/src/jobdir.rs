@@ -237,6 +237,21 @@ impl JobDir {
         })
     }
 
+    /// Like [`JobDir::write_step_file`], but a file the step already has stands: its handle
+    /// is returned and nothing is written. For records that an earlier, interrupted run of
+    /// the same step may already have referenced in the Flight Recorder (validation
+    /// results): rewriting them would break those references.
+    pub fn write_step_file_once(
+        &self,
+        idempotency_key: &str,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<ArtifactHandle, StoreError> {
+        check_name("step file name", name)?;
+        self.step_dir(idempotency_key)?;
+        self.write_file_once(&format!("step_outputs/{idempotency_key}/{name}"), bytes)
+    }
+
     /// Writes `output.json`, the step's commit marker; call it after every other file
     /// of the step is written (8.4 item 4).
     pub fn write_step_output(&self, output: &StepOutput) -> Result<ArtifactHandle, StoreError> {
@@ -288,6 +303,25 @@ impl JobDir {
                 if rel.ends_with(".json") { "application/json" } else { "text/plain" }.to_owned(),
             ),
         })
+    }
+
+    /// Like [`JobDir::write_file`], but a file that exists stands: its handle is returned
+    /// and nothing is written (see [`JobDir::write_step_file_once`]).
+    pub fn write_file_once(&self, rel: &str, bytes: &[u8]) -> Result<ArtifactHandle, StoreError> {
+        let path = self.resolve(rel)?;
+        match std::fs::read(&path) {
+            Ok(existing) => Ok(ArtifactHandle {
+                artifact_id: stable_artifact_id(&existing),
+                path: rel.to_owned(),
+                sha256: sha256_hex(&existing),
+                size_bytes: Some(existing.len() as u64),
+                media_type: Some(
+                    if rel.ends_with(".json") { "application/json" } else { "text/plain" }.to_owned(),
+                ),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.write_file(rel, bytes),
+            Err(e) => Err(StoreError::io(&path, e)),
+        }
     }
 
     /// Resolves a handle path relative to this job directory, refusing escapes.
@@ -344,6 +378,19 @@ pub(crate) mod tests {
         let (read, handle) = job.read_step_output(&key).unwrap().unwrap();
         assert_eq!(read, out);
         assert_eq!(handle.sha256, written.sha256);
+    }
+
+    #[test]
+    fn a_write_once_step_file_keeps_the_first_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = StateDir::new(dir.path()).job("job-1").unwrap();
+        job.create().unwrap();
+        let key = "b".repeat(64);
+        let first = job.write_step_file_once(&key, "validation.json", b"first").unwrap();
+        let again = job.write_step_file_once(&key, "validation.json", b"second").unwrap();
+        assert_eq!(std::fs::read(job.resolve(&again.path).unwrap()).unwrap(), b"first");
+        assert_eq!(again.sha256, first.sha256, "the handle names what is on disk");
+        assert_eq!(again.size_bytes, Some(5));
     }
 
     #[test]

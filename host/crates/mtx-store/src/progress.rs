@@ -83,7 +83,26 @@ impl ProgressStore {
         parse_and_validate(&self.path, &bytes)
     }
 
+    /// Where the document replaced by the last save is kept
+    /// (`progress_artifact.prev.json` next to `progress_artifact.json`).
+    pub fn previous_path(&self) -> PathBuf {
+        let name = self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        self.path.with_file_name(format!("{name}.prev.json"))
+    }
+
+    /// Reads, parses and validates the document the last save replaced: what a job falls
+    /// back to when the current document is corrupt (8.6).
+    pub fn load_previous<T: ProgressDocument>(&self) -> Result<T, StoreError> {
+        let path = self.previous_path();
+        let bytes = std::fs::read(&path).map_err(|e| StoreError::io(&path, e))?;
+        if bytes.len() as u64 > self.cap {
+            return Err(StoreError::corrupt(&path, format!("file is {} bytes, over the cap", bytes.len())));
+        }
+        parse_and_validate(&path, &bytes)
+    }
+
     /// Refreshes, validates and atomically replaces the document; returns the bytes written.
+    /// The replaced document stays readable through [`ProgressStore::load_previous`].
     pub fn save<T: ProgressDocument>(&self, doc: &mut T) -> Result<u64, StoreError> {
         doc.refresh();
         if let Err(problems) = doc.validate() {
@@ -103,14 +122,37 @@ impl ProgressStore {
         if size > self.cap {
             return Err(StoreError::TooLarge { path: self.path.clone(), size, cap: self.cap });
         }
+        let previous = self.previous_path();
         atomic_write_hooked(
             &self.path,
             &bytes,
-            || failpoint("progress.rename.before"),
+            || {
+                keep_previous(&self.path, &previous);
+                failpoint("progress.rename.before")
+            },
             || failpoint("progress.rename.after"),
         )
         .map_err(|e| StoreError::io(&self.path, e))?;
         Ok(size)
+    }
+}
+
+/// Keeps the current document as `previous` before it is replaced: a hard link, so no
+/// bytes are copied and the directory fsync after the rename makes both durable. Best
+/// effort: the copy only serves the recovery of a later corruption, and a save must not
+/// fail because of it.
+fn keep_previous(current: &Path, previous: &Path) {
+    if !current.exists() {
+        return;
+    }
+    if let Err(e) = std::fs::remove_file(previous)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %previous.display(), error = %e, "previous progress copy not replaced");
+        return;
+    }
+    if let Err(e) = std::fs::hard_link(current, previous) {
+        tracing::warn!(path = %previous.display(), error = %e, "previous progress copy not kept");
     }
 }
 
@@ -182,6 +224,22 @@ pub(crate) mod tests {
         store.save(&mut doc).unwrap();
         assert_eq!(doc.updated_at, "refreshed");
         assert_eq!(store.load::<Doc>().unwrap(), Doc { n: 3, updated_at: "refreshed".into(), total: 6 });
+    }
+
+    #[test]
+    fn the_replaced_document_stays_readable_as_the_previous_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ProgressStore::new(&dir.path().join("progress_artifact.json"));
+        assert!(store.load_previous::<Doc>().is_err(), "nothing replaced yet");
+        store.save(&mut Doc { n: 1, updated_at: String::new(), total: 0 }).unwrap();
+        store.save(&mut Doc { n: 2, updated_at: String::new(), total: 0 }).unwrap();
+        assert_eq!(store.previous_path(), dir.path().join("progress_artifact.prev.json"));
+        assert_eq!(store.load::<Doc>().unwrap().n, 2);
+        assert_eq!(store.load_previous::<Doc>().unwrap().n, 1);
+        // A corrupted current document leaves the previous one intact.
+        std::fs::write(store.path(), b"{garbage").unwrap();
+        assert!(store.load::<Doc>().is_err());
+        assert_eq!(store.load_previous::<Doc>().unwrap().n, 1);
     }
 
     #[test]
