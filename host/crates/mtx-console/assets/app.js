@@ -126,6 +126,8 @@ function followJob(jobId, after, onEvent) {
     source = new EventSource(withToken('/api/jobs/' + encodeURIComponent(jobId) + '/stream?after=' + after));
     source.addEventListener('open', () => { liveBadge.textContent = 'live'; liveBadge.className = 'live on'; });
     source.addEventListener('fr', (m) => { if (!closed) onEvent(JSON.parse(m.data)); });
+    // job.json changed (e.g. marked completed after the last FR record): views re-read it.
+    source.addEventListener('job', () => { if (!closed) onEvent(null); });
     source.addEventListener('error', () => {
       if (closed || timer) return;
       source.close();
@@ -317,28 +319,58 @@ function timeline(d) {
     el('div', { class: 'wave-title' }, 'wave ' + (i + 1)), wave.map((id) => byId.get(id)).filter(Boolean).map(row))));
 }
 
+// One version of an escalation record (3.9.1): its link and its JSON, or why it is unreadable.
+function recordVersion(ref, record, error, jobId, label) {
+  const version = record && record.version !== undefined ? ' v' + record.version : '';
+  return el('div', { class: 'record-version' }, artLink(ref, jobId, label + version),
+    record ? jsonBlock(record, 'EscalationRecord' + version) : el('div', { class: 'bad' }, error || ''));
+}
+
+// What the newest version of a record says about how the episode ended.
+function remediation(record) {
+  const r = record && record.remediation;
+  if (!r) return '';
+  const drop = r.drop_back_decision || {};
+  return `succeeded at L${r.success_level} ${r.success_model_id || ''}` + (r.success_lora_id ? ' + ' + r.success_lora_id : '') +
+    (drop.action ? `; ${drop.action}` + (drop.target_level !== undefined && drop.target_level !== null ? ` to L${drop.target_level}` : '') : '');
+}
+
 function escalationsTable(d) {
   if (!d.escalations.length) return el('p', { class: 'muted', id: 'escalations' }, 'No escalations.');
-  return el('table', { id: 'escalations' }, el('thead', {}, el('tr', {}, ['seq', 'MT', 'from', 'to', 'reason', 'failure', 'record'].map((h) => el('th', {}, h)))),
+  return el('table', { id: 'escalations' }, el('thead', {}, el('tr', {}, ['seq', 'MT', 'from', 'to', 'reason', 'failure', 'outcome', 'record'].map((h) => el('th', {}, h)))),
     el('tbody', {}, d.escalations.map((e) => el('tr', { class: 'escalation' },
       el('td', {}, e.seq ?? ''), el('td', {}, e.mt_id || ''),
       el('td', {}, e.from_level !== undefined && e.from_level !== null ? `L${e.from_level} ${e.from_model || ''}` : ''),
       el('td', {}, e.to_level !== undefined && e.to_level !== null ? `L${e.to_level} ${e.to_model || ''}` : ''),
       el('td', {}, e.reason || ''), el('td', {}, e.failure_category || ''),
-      el('td', {}, artLink(e.record_ref, d.job_id, 'record'), e.record ? jsonBlock(e.record, 'EscalationRecord') : el('div', { class: 'bad' }, e.error || ''))))));
+      el('td', { class: 'remediation' }, remediation(e.latest_record || e.record)),
+      el('td', {}, recordVersion(e.record_ref, e.record, e.error, d.job_id, 'record'),
+        e.latest_record_ref ? recordVersion(e.latest_record_ref, e.latest_record, e.latest_error, d.job_id, 'newest') : '')))));
+}
+
+// A model attempt of a distillation candidate (3.12 student_attempt / teacher_success).
+function attempt(a, jobId) {
+  if (!a || !a.model_id) return el('span', { class: 'bad' }, 'missing');
+  return el('div', {}, a.model_id + (a.lora_id ? ' + ' + a.lora_id : ''),
+    el('div', { class: 'muted' }, (a.outcome || '') + (a.iterations !== undefined ? ` after ${a.iterations} iteration${a.iterations === 1 ? '' : 's'}` : '')),
+    el('div', {}, artLink(a.prompt_snapshot_ref, jobId, 'prompt'), ' ', artLink(a.output_snapshot_ref, jobId, 'output')));
 }
 
 function candidatesTable(d) {
   if (!d.distillation_candidates.length) return el('p', { class: 'muted', id: 'candidates' }, 'No distillation candidates.');
-  return el('table', { id: 'candidates' }, el('thead', {}, el('tr', {}, ['seq', 'MT', 'candidate', 'tags', 'teacher', 'students'].map((h) => el('th', {}, h)))),
+  return el('table', { id: 'candidates' }, el('thead', {}, el('tr', {}, ['seq', 'MT', 'candidate', 'tags', 'student', 'teacher', 'trust'].map((h) => el('th', {}, h)))),
     el('tbody', {}, d.distillation_candidates.map((c) => {
-      const cand = c.candidate || {};
-      const teacher = cand.teacher_success || cand.teacher || {};
+      const cand = c.candidate;
+      if (!cand) {
+        return el('tr', { class: 'candidate' }, el('td', {}, c.seq ?? ''), el('td', {}, c.mt_id || ''),
+          el('td', { colspan: 5 }, artLink(c.candidate_ref, d.job_id, 'candidate'), el('div', { class: 'bad' }, c.error || '')));
+      }
       return el('tr', { class: 'candidate' }, el('td', {}, c.seq ?? ''), el('td', {}, c.mt_id || ''),
-        el('td', {}, artLink(c.candidate_ref, d.job_id, 'candidate'), c.candidate ? jsonBlock(c.candidate, 'DistillationCandidate') : el('div', { class: 'bad' }, c.error || '')),
+        el('td', {}, artLink(c.candidate_ref, d.job_id, 'candidate'), jsonBlock(cand, 'DistillationCandidate')),
         el('td', {}, (cand.task_type_tags || []).join(', ')),
-        el('td', {}, teacher.model_id || ''),
-        el('td', {}, Array.isArray(cand.student_attempts) ? String(cand.student_attempts.length) : ''));
+        el('td', { class: 'student' }, attempt(cand.student_attempt, d.job_id)),
+        el('td', { class: 'teacher' }, attempt(cand.teacher_success, d.job_id)),
+        el('td', {}, cand.data_trust_score ?? '', el('div', { class: 'muted' }, cand.distillation_eligible ? 'eligible' : 'not eligible')));
     })));
 }
 

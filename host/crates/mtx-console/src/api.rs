@@ -7,7 +7,8 @@
 //! GET  /api/jobs/{id}/events?type=&mt=&after=
 //! GET  /api/jobs/{id}/ledger             records + hash-chain verification
 //! GET  /api/jobs/{id}/steps/{step_id}   one iteration's files (prompt, response, evidence)
-//! GET  /api/jobs/{id}/stream?after=      server-sent events: new FR records (polled every 500 ms)
+//! GET  /api/jobs/{id}/stream?after=      server-sent events: new FR records and job.json changes
+//!                                        (polled every 500 ms)
 //! GET  /api/artifacts/{sha256}?path=&job=
 //! POST /api/jobs/{id}/gate               {decision: continue|skip|abort, note?}
 //! POST /api/jobs/{id}/consent            {approve: bool, note?}
@@ -298,6 +299,9 @@ struct StreamParams {
 
 /// New Flight Recorder records of a job as server-sent events (`event: fr`, `id: <seq>`),
 /// found by polling `events.jsonl`; a reconnecting browser continues from `Last-Event-ID`.
+/// A change of `job.json` is sent as `event: job` (data: the job's `status`): the executor
+/// marks a finished job there after its last FR record (FR-EVT-MT-009), so a page that
+/// refreshed on that record alone could keep showing the job as running.
 async fn job_stream(
     State(state): State<AppState>,
     UrlPath(id): UrlPath<String>,
@@ -317,21 +321,28 @@ async fn job_stream(
         dir: Arc<PathBuf>,
         id: String,
         after: u64,
-        pending: std::collections::VecDeque<Value>,
+        pending: std::collections::VecDeque<SseEvent>,
         first: bool,
         done: bool,
         log_len: Option<u64>,
+        record: Option<RecordStamp>,
     }
-    let cursor =
-        Cursor { dir, id, after, pending: Default::default(), first: true, done: false, log_len: None };
+    let cursor = Cursor {
+        dir,
+        id,
+        after,
+        pending: Default::default(),
+        first: true,
+        done: false,
+        log_len: None,
+        record: None,
+    };
     let stream = futures_util::stream::unfold(cursor, |mut c| async move {
         loop {
             if c.done {
                 return None;
             }
-            if let Some(event) = c.pending.pop_front() {
-                let seq = event["seq"].as_u64().unwrap_or(0);
-                let sse = SseEvent::default().event("fr").id(seq.to_string()).data(event.to_string());
+            if let Some(sse) = c.pending.pop_front() {
                 return Some((Ok(sse), c));
             }
             if !c.first {
@@ -340,24 +351,34 @@ async fn job_stream(
             c.first = false;
             let (dir, id, after, seen_len) = (c.dir.clone(), c.id.clone(), c.after, c.log_len);
             let read = tokio::task::spawn_blocking(move || {
+                let job = views::job_dir(&dir, &id)?;
+                let record = RecordStamp::of(&job.job_json());
                 // The log only grows: an unchanged length means nothing new, so a quiet
-                // job costs one stat per poll instead of a re-read of its whole log.
-                let log = views::job_dir(&dir, &id)?.events();
-                let len = std::fs::metadata(&log).map_or(0, |m| m.len());
+                // job costs a stat and a read of its small job.json per poll instead of a
+                // re-read of its whole log.
+                let len = std::fs::metadata(job.events()).map_or(0, |m| m.len());
                 if Some(len) == seen_len {
-                    return Ok((len, Value::Null));
+                    return Ok((len, Value::Null, record));
                 }
                 let query = EventsQuery { after: Some(after), ..Default::default() };
-                views::events(&dir, &id, &query).map(|v| (len, v))
+                views::events(&dir, &id, &query).map(|v| (len, v, record))
             })
             .await;
             match read {
-                Ok(Ok((len, v))) => {
+                Ok(Ok((len, v, record))) => {
                     c.log_len = Some(len);
                     for e in v["events"].as_array().into_iter().flatten() {
-                        c.after = c.after.max(e["seq"].as_u64().unwrap_or(0));
-                        c.pending.push_back(e.clone());
+                        let seq = e["seq"].as_u64().unwrap_or(0);
+                        c.after = c.after.max(seq);
+                        c.pending.push_back(
+                            SseEvent::default().event("fr").id(seq.to_string()).data(e.to_string()),
+                        );
                     }
+                    // The first look only takes the stamp: the page has just read job.json.
+                    if c.record.as_ref().is_some_and(|seen| *seen != record) {
+                        c.pending.push_back(SseEvent::default().event("job").data(record.status.clone()));
+                    }
+                    c.record = Some(record);
                 }
                 // The job directory went away, or the log cannot be read right now; the
                 // stream says so once and ends, and the page falls back to polling.
@@ -370,4 +391,30 @@ async fn job_stream(
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// What the stream compares to notice that `job.json` changed: its length and mtime, and
+/// the status itself, so a rewrite that keeps both (a coarse clock) still counts when the
+/// status, what the page shows first, moved.
+#[derive(Debug, Clone, PartialEq)]
+struct RecordStamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    status: String,
+}
+
+impl RecordStamp {
+    fn of(path: &std::path::Path) -> RecordStamp {
+        let meta = std::fs::metadata(path).ok();
+        let status = std::fs::read(path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+            .and_then(|doc| doc.get("status").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_default();
+        RecordStamp {
+            len: meta.as_ref().map_or(0, |m| m.len()),
+            modified: meta.and_then(|m| m.modified().ok()),
+            status,
+        }
+    }
 }

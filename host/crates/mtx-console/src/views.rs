@@ -232,15 +232,27 @@ pub fn job_detail(state_dir: &Path, job_id: &str) -> Result<Value, ViewError> {
             "candidate_ref": p["candidate_ref"], "candidate": candidate, "error": error,
         }));
     }
-    // References the progress artifact holds without a matching event (e.g. an event log
-    // cut short) are shown too, so nothing recorded is hidden.
+    // References the progress artifact holds without a matching event are shown too, so
+    // nothing recorded is hidden. An escalation record is versioned (3.9.1): each
+    // FR-EVT-MT-005 names the version written at that escalation, and the progress entry
+    // the newest one (with `remediation` once the MT succeeded or hit a gate). That newest
+    // version belongs to the MT's last escalation, not to an escalation of its own; only
+    // an MT with no escalation event at all (an event log cut short) gets a row from it.
     if let Some(p) = &progress {
         for mt in &p.micro_tasks {
             if let Some(h) = mt.escalation_record_ref.as_ref().filter(|h| !seen_refs.contains(&h.sha256)) {
                 let (record, error) = load_json_handle(state_dir, &job, Some(h));
-                escalations.push(json!({
-                    "mt_id": mt.mt_id, "record_ref": h, "record": record, "error": error,
-                }));
+                let last_of_mt = escalations.iter_mut().rev().find(|e| e["mt_id"] == mt.mt_id.as_str());
+                match last_of_mt.and_then(Value::as_object_mut) {
+                    Some(row) => {
+                        row.insert("latest_record_ref".into(), json!(h));
+                        row.insert("latest_record".into(), json!(record));
+                        row.insert("latest_error".into(), json!(error));
+                    }
+                    None => escalations.push(json!({
+                        "mt_id": mt.mt_id, "record_ref": h, "record": record, "error": error,
+                    })),
+                }
             }
             let summary = mt.distillation_candidate.as_ref();
             if let Some(h) =

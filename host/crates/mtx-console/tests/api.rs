@@ -8,7 +8,8 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use mtx_console::{ConsoleConfig, OperatorActions};
-use mtx_store::{Event, FlightRecorder, LedgerRecord};
+use mtx_store::{Event, FlightRecorder, LedgerRecord, ProgressStore};
+use mtx_types::ProgressArtifact;
 use serde_json::{Value, json};
 use support::{CONSENT, DONE, FakeActions, GATED, WP, fixture, get, post, request, start};
 
@@ -102,6 +103,44 @@ fn the_job_view_has_waves_iterations_escalations_candidates_and_the_gate() {
 
     assert_eq!(get(console.addr, "/api/jobs/no-such-job").status, 404);
     assert_eq!(get(console.addr, "/api/jobs/..").status, 400, "never leaves the jobs directory");
+}
+
+#[test]
+fn a_newer_version_of_an_escalation_record_joins_its_escalation() {
+    // The executor writes a new version of an escalation record when the MT succeeds
+    // (MTX-SPEC 3.9.1); the event keeps naming the version of the escalation, the progress
+    // entry names the newest one.
+    let fx = fixture();
+    let job = fx.job(GATED);
+    let newest = job
+        .write_file(
+            "escalations/MT-001_v002.json",
+            br#"{"mt_id": "MT-001", "version": 2, "remediation": {"success_level": 1,
+                 "success_model_id": "qwen2.5-coder:14b", "drop_back_decision": {"action": "STAY"}}}"#,
+        )
+        .unwrap();
+    let store = ProgressStore::new(&job.progress_artifact());
+    let mut p: ProgressArtifact = store.load().unwrap();
+    p.micro_tasks[0].escalation_record_ref = Some(newest.clone());
+    // MT-002 has a record but no FR-EVT-MT-005 (a log cut short): it still gets a row.
+    let unannounced =
+        job.write_file("escalations/MT-002_v001.json", br#"{"mt_id": "MT-002", "version": 1}"#).unwrap();
+    p.micro_tasks[1].escalation_record_ref = Some(unannounced.clone());
+    store.save(&mut p).unwrap();
+
+    let console = start(fx.state_dir(), None, FakeActions::new(fx.state_dir()));
+    let d = get(console.addr, &format!("/api/jobs/{GATED}")).json();
+    let escalations = d["escalations"].as_array().unwrap();
+    let mts: Vec<&str> = escalations.iter().map(|e| e["mt_id"].as_str().unwrap()).collect();
+    assert_eq!(mts, ["MT-001", "MT-002"], "one row per escalation, not per record version: {escalations:?}");
+    let first = &escalations[0];
+    assert_eq!(first["to_level"], 1);
+    assert_eq!(first["record_ref"]["sha256"], fx.escalation_record.sha256.as_str());
+    assert_eq!(first["latest_record_ref"]["sha256"], newest.sha256.as_str());
+    assert_eq!(first["latest_record"]["remediation"]["success_level"], 1);
+    assert!(first["latest_error"].is_null());
+    assert_eq!(escalations[1]["record_ref"]["sha256"], unannounced.sha256.as_str());
+    assert_eq!(escalations[1]["record"]["version"], 1);
 }
 
 #[test]
@@ -551,4 +590,36 @@ fn the_live_stream_sends_events_recorded_after_it_opened() {
     assert!(first < second);
     assert!(text.contains("event: fr"));
     assert!(!text.contains("id: 14\n"), "nothing at or before `after`");
+}
+
+#[test]
+fn the_live_stream_says_when_the_job_record_changes() {
+    // The executor marks a finished job in job.json after its last FR record, so a page
+    // following the FR records alone would never see the job finish.
+    let fx = fixture();
+    let console = start(fx.state_dir(), None, FakeActions::new(fx.state_dir()));
+    let mut stream = TcpStream::connect(console.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(stream, "GET /api/jobs/{DONE}/stream?after=0 HTTP/1.1\r\nHost: {}\r\n\r\n", console.addr).unwrap();
+    let mut seen = Vec::new();
+    let mut read_until = |wanted: &str| {
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains(wanted) {
+            let n = stream.read(&mut buf).unwrap();
+            assert!(n > 0, "the stream closed before {wanted:?}: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    };
+    // The replayed record comes from the same look at the job that noted its job.json.
+    let replayed = read_until("event: fr");
+    assert!(!replayed.contains("event: job"), "an unchanged record is not announced: {replayed}");
+
+    let path = fx.job(DONE).job_json();
+    let mut record: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    record["status"] = json!("completed_with_issues");
+    std::fs::write(&path, serde_json::to_vec_pretty(&record).unwrap()).unwrap();
+
+    let text = read_until("data: completed_with_issues");
+    assert!(text.contains("event: job\ndata: completed_with_issues"), "{text}");
 }

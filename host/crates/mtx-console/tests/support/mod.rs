@@ -257,10 +257,17 @@ pub fn fixture() -> Fixture {
     );
     let candidate = put(
         &store,
+        // The DistillationCandidate of MTX-SPEC 3.12, as the executor writes it.
         serde_json::to_vec(&json!({
-            "mt_id": "MT-001", "task_type_tags": ["rust", "parsing"],
-            "teacher_success": {"model_id": "qwen2.5-coder:14b", "step_id": "MT-001_iter-003"},
-            "student_attempts": [{"model_id": "qwen2.5-coder:7b"}, {"model_id": "qwen2.5-coder:7b"}],
+            "skill_log_entry_id": "skill-1", "mt_id": "MT-001", "wp_id": WP,
+            "student_attempt": {"model_id": "qwen2.5-coder:7b", "lora_id": "rust-general-v3",
+                                "prompt_snapshot_ref": prompt, "output_snapshot_ref": response,
+                                "outcome": "VALIDATION_FAILED", "iterations": 2},
+            "teacher_success": {"model_id": "qwen2.5-coder:14b", "prompt_snapshot_ref": prompt,
+                                "output_snapshot_ref": response, "outcome": "VALIDATION_PASSED", "iterations": 1},
+            "task_type_tags": ["rust", "parsing"], "contributing_factors": ["incomplete_implementation"],
+            "data_trust_score": 0.8, "distillation_eligible": true,
+            "tokenizer": {"student_tokenizer_id": "qwen2", "teacher_tokenizer_id": "qwen2"},
         }))
         .unwrap()
         .as_slice(),
