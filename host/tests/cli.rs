@@ -2,50 +2,13 @@
 //! word. They live here rather than in tests/ because only the package that owns the
 //! binary gets its path (`CARGO_BIN_EXE_mtx`).
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::Value;
-
-fn mtx(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mtx"))
-        .args(args)
-        .current_dir(cwd)
-        .env("NO_COLOR", "1")
-        .env_remove("MTX_STATE_DIR")
-        .output()
-        .expect("running mtx")
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
-}
-
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
-/// Runs an example with `--json` and returns (exit code, final summary, event types).
-fn run_example(name: &str, state: &Path) -> (i32, Value, Vec<String>) {
-    let example = repo_root().join("examples").join(name);
-    let out =
-        mtx(&["run", example.to_str().unwrap(), "--state-dir", state.to_str().unwrap(), "--json"], state);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let lines: Vec<Value> = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    let summary = lines.iter().rev().find(|v| v.get("exit_code").is_some()).cloned().unwrap_or_else(|| {
-        panic!("no summary line; output was:\n{}", text(&out));
-    });
-    let events =
-        lines.iter().filter_map(|v| v.get("event_type").and_then(Value::as_str).map(str::to_owned)).collect();
-    (out.status.code().unwrap_or(-1), summary, events)
-}
-
-fn job_events(job: &str, state: &Path) -> Vec<String> {
-    let out = mtx(&["events", job, "--state-dir", state.to_str().unwrap(), "--json"], state);
-    assert!(out.status.success(), "{}", text(&out));
-    let events: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
-    events.iter().map(|e| e["event_type"].as_str().unwrap().to_owned()).collect()
-}
+use support::{RunningConsole, job_event_types, mtx, repo_root, run_example, text};
 
 fn scratch_workspace(state: &Path, example: &str) -> PathBuf {
     std::fs::read_dir(state.join("workspaces"))
@@ -79,7 +42,11 @@ fn wordfreq_escalates_succeeds_and_leaves_verifiable_evidence() {
     }
     assert!(summary["summary"]["escalations"].as_u64().unwrap() >= 1);
     assert!(summary["summary"]["distillation_candidates"].as_u64().unwrap() >= 1);
-    assert_eq!(job_events(&job, state.path()), events, "the recorded events are the ones the run showed");
+    assert_eq!(
+        job_event_types(&job, state.path()),
+        events,
+        "the recorded events are the ones the run showed"
+    );
 
     // The repository's example is untouched; the scratch copy now passes its tests.
     let workspace = scratch_workspace(state.path(), "wordfreq");
@@ -162,7 +129,7 @@ fn semver_lite_pauses_at_the_hard_gate_and_resumes_after_the_decision() {
     let resumed = mtx(&["resume", &job, "--state-dir", &state_arg, "--json"], state.path());
     assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed));
 
-    let all = job_events(&job, state.path());
+    let all = job_event_types(&job, state.path());
     let gate_at = all.iter().position(|e| e == "FR-EVT-MT-006").unwrap();
     let decided_at = all.iter().position(|e| e == "FR-EVT-MTX-002").expect("the decision is recorded");
     let resumed_at = all.iter().position(|e| e == "FR-EVT-MT-008").expect("the resume is recorded");
@@ -249,25 +216,13 @@ fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> (u16, String
 
 #[test]
 fn the_console_shows_a_real_gated_run_and_continues_it() {
-    use std::io::BufRead;
     let state = tempfile::tempdir().unwrap();
     let (code, summary, _) = run_example("semver-lite", state.path());
     assert_eq!(code, 3);
     let job = summary["job_id"].as_str().unwrap().to_owned();
 
-    let mut console = Command::new(env!("CARGO_BIN_EXE_mtx"))
-        .args(["console", "--addr", "127.0.0.1:0", "--state-dir", state.path().to_str().unwrap()])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    std::io::BufReader::new(console.stdout.take().unwrap()).read_line(&mut first).unwrap();
-    let port: u16 = first
-        .split("http://127.0.0.1:")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {first:?}"));
+    let console = RunningConsole::start(state.path());
+    let port = console.port;
 
     let (status, jobs) = http(port, "GET", "/api/jobs", None);
     assert_eq!(status, 200, "{jobs}");
@@ -294,10 +249,9 @@ fn the_console_shows_a_real_gated_run_and_continues_it() {
         }
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
-    let _ = console.kill();
-    let _ = console.wait();
+    drop(console);
     assert!(finished, "the job resumed from the console completes");
-    let all = job_events(&job, state.path());
+    let all = job_event_types(&job, state.path());
     assert!(all.iter().any(|e| e == "FR-EVT-MTX-002"), "the console's decision is recorded like the CLI's");
     assert_eq!(all.last().map(String::as_str), Some("FR-EVT-MT-009"));
     let verify = mtx(&["verify", &job, "--state-dir", state.path().to_str().unwrap()], state.path());
