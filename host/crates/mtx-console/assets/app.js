@@ -181,6 +181,7 @@ async function renderJobs(params) {
     if (wp) q.set('wp', wp);
     const data = await api('/api/jobs' + (q.toString() ? '?' + q : ''));
     const rows = data.jobs.map((j) => {
+      // failed_mts counts blocked MTs too (MTX-SPEC 3.5.3), e.g. one waiting at a gate.
       const c = j.counts || {};
       const gate = j.pending_gate ? el('span', { class: 'warn' }, 'gate: ' + j.pending_gate.gate_reason)
         : (j.pending_consent ? el('span', { class: 'warn' }, 'cloud consent') : '');
@@ -189,7 +190,7 @@ async function renderJobs(params) {
         el('td', {}, j.wp_id), el('td', { class: 'muted' }, j.profile_id),
         el('td', {}, badge(j.status), j.status_reason ? el('div', { class: 'muted' }, j.status_reason) : ''),
         el('td', {}, c.total_mts === undefined ? '' : `${c.completed_mts}/${c.total_mts}` +
-          (c.failed_mts ? `, ${c.failed_mts} failed` : '') + (c.skipped_mts ? `, ${c.skipped_mts} skipped` : '')),
+          (c.failed_mts ? `, ${c.failed_mts} failed or blocked` : '') + (c.skipped_mts ? `, ${c.skipped_mts} skipped` : '')),
         el('td', {}, c.total_iterations ?? ''), el('td', {}, c.escalations ?? ''),
         el('td', {}, c.distillation_candidates ?? ''), el('td', {}, gate),
         el('td', { class: 'muted' }, fmtTime(j.created_at)), el('td', {}, fmtMs(jobDuration(j))));
@@ -391,7 +392,7 @@ async function renderJob(jobId) {
         el('dt', {}, 'progress'), el('dd', {}, p.status || ''),
         el('dt', {}, 'created'), el('dd', {}, fmtTime(j.created_at)),
         el('dt', {}, 'duration'), el('dd', {}, fmtMs(jobDuration(j))),
-        el('dt', {}, 'MTs'), el('dd', {}, s.total_mts === undefined ? '' : `${s.completed_mts} completed, ${s.failed_mts} failed, ${s.skipped_mts} skipped of ${s.total_mts}`),
+        el('dt', {}, 'MTs'), el('dd', {}, s.total_mts === undefined ? '' : `${s.completed_mts} completed, ${s.failed_mts} failed or blocked, ${s.skipped_mts} skipped of ${s.total_mts}`),
         el('dt', {}, 'iterations'), el('dd', {}, s.total_iterations === undefined ? '' : `${s.total_iterations} (${s.escalation_count} escalations, ${s.drop_back_count} drop-backs)`),
         el('dt', {}, 'tokens'), el('dd', {}, s.total_tokens_prompt === undefined ? '' : `${s.total_tokens_prompt} prompt + ${s.total_tokens_completion} completion`)));
     const decisions = d.decisions.length ? el('table', { id: 'decisions' }, el('tbody', {}, d.decisions.map((r) =>
