@@ -153,7 +153,8 @@ fn an_operator_reviews_real_example_runs_in_chromium_and_continues_the_gated_one
     page.wait_for("the escalations", "document.querySelector('#escalations tr.escalation')");
     let escalations = page.text("#escalations");
     for wanted in [
-        format!("L{} {}", escalation["from_level"], escalation["from_model"].as_str().unwrap()),
+        format!("L{} {}", escalation["from_level"], escalation["from_model"].as_str().unwrap())
+            + &escalation["from_lora"].as_str().map(|l| format!(" + {l}")).unwrap_or_default(),
         format!("L{} {}", escalation["to_level"], escalation["to_model"].as_str().unwrap()),
         escalation["reason"].as_str().unwrap().to_owned(),
         escalation["failure_category"].as_str().unwrap().to_owned(),

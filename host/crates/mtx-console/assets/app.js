@@ -341,7 +341,7 @@ function escalationsTable(d) {
   return el('table', { id: 'escalations' }, el('thead', {}, el('tr', {}, ['seq', 'MT', 'from', 'to', 'reason', 'failure', 'outcome', 'record'].map((h) => el('th', {}, h)))),
     el('tbody', {}, d.escalations.map((e) => el('tr', { class: 'escalation' },
       el('td', {}, e.seq ?? ''), el('td', {}, e.mt_id || ''),
-      el('td', {}, e.from_level !== undefined && e.from_level !== null ? `L${e.from_level} ${e.from_model || ''}` : ''),
+      el('td', {}, e.from_level !== undefined && e.from_level !== null ? `L${e.from_level} ${e.from_model || ''}` + (e.from_lora ? ' + ' + e.from_lora : '') : ''),
       el('td', {}, e.to_level !== undefined && e.to_level !== null ? `L${e.to_level} ${e.to_model || ''}` : ''),
       el('td', {}, e.reason || ''), el('td', {}, e.failure_category || ''),
       el('td', { class: 'remediation' }, remediation(e.latest_record || e.record)),

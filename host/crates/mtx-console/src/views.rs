@@ -212,7 +212,7 @@ pub fn job_detail(state_dir: &Path, job_id: &str) -> Result<Value, ViewError> {
         }
         escalations.push(json!({
             "seq": e["seq"], "timestamp": e["timestamp"], "mt_id": p["mt_id"],
-            "from_model": p["from_model"], "from_level": p["from_level"],
+            "from_model": p["from_model"], "from_lora": p["from_lora"], "from_level": p["from_level"],
             "to_model": p["to_model"], "to_level": p["to_level"],
             "reason": p["reason"], "failure_category": p["failure_category"],
             "iterations_at_previous_level": p["iterations_at_previous_level"],

@@ -80,6 +80,7 @@ fn the_job_view_has_waves_iterations_escalations_candidates_and_the_gate() {
     assert_eq!(escalations.len(), 1, "the event and the progress entry name the same record");
     assert_eq!(escalations[0]["mt_id"], "MT-001");
     assert_eq!(escalations[0]["to_level"], 1);
+    assert_eq!(escalations[0]["from_lora"], "rust-general-v3");
     assert_eq!(escalations[0]["record"]["attempts"][1]["outcome"], "ESCALATE");
     assert_eq!(escalations[0]["record_ref"]["sha256"], fx.escalation_record.sha256.as_str());
 

@@ -310,7 +310,8 @@ pub fn fixture() -> Fixture {
     e(Event::new("FR-EVT-MT-003", iteration_complete("MT-001", 2, 2, 0, "ESCALATE", &snap)));
     e(Event::new(
         "FR-EVT-MT-005",
-        json!({"wp_id": WP, "mt_id": "MT-001", "from_model": "qwen2.5-coder:7b", "from_level": 0,
+        json!({"wp_id": WP, "mt_id": "MT-001", "from_model": "qwen2.5-coder:7b",
+               "from_lora": "rust-general-v3", "from_level": 0,
                "to_model": "qwen2.5-coder:14b", "to_level": 1, "reason": "two consecutive failures",
                "failure_category": "incomplete_implementation", "iterations_at_previous_level": 2,
                "escalation_record_ref": escalation_record}),
