@@ -169,6 +169,8 @@ impl Job {
 
     /// Writes the progress artifact atomically, with the loop bookkeeping inside.
     pub fn save_progress(&mut self) -> Result<(), ExecError> {
+        // Write-ahead: the events describing this state are durable before it is.
+        self.log.sync_events()?;
         self.ext.events_checkpoint = Some(self.log.recorder().next_seq());
         let ext = serde_json::to_value(&self.ext).map_err(internal)?;
         self.progress.extra.insert(EXT_KEY.into(), ext);

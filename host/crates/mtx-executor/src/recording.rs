@@ -84,6 +84,9 @@ impl JobLog {
         ledger: RunLedger,
         history: Option<JobHistory>,
     ) -> Self {
+        if let Err(e) = recorder.set_group_commit(true) {
+            tracing::warn!(job_id, error = %e, "flight recorder: group commit not enabled");
+        }
         JobLog {
             job_id: job_id.to_owned(),
             recorder,
@@ -133,6 +136,14 @@ impl JobLog {
         )?;
         let at = tail.iter().position(|(k, _)| *k == key)?;
         Some(tail.remove(at).1)
+    }
+
+    /// Makes every event recorded so far durable. The loop calls it before each progress
+    /// save and each side effect (model call, workspace write, validation), which keeps
+    /// the Flight Recorder written ahead of them with one fdatasync per barrier instead of
+    /// one per event (the job's recorder runs in group commit).
+    pub fn sync_events(&self) -> Result<(), StoreError> {
+        self.recorder.sync()
     }
 
     pub fn recorder(&self) -> &FlightRecorder {

@@ -1778,6 +1778,8 @@ impl<'a> Run<'a> {
         )?;
         let started_at = now_rfc3339();
         let started = Instant::now();
+        // The announcement is durable before the step is journaled and the model called.
+        self.job.log.sync_events()?;
         self.job.log.ledger().append_step(&LedgerStep {
             step_id: step_id.clone(),
             idempotency_key: key.clone(),
@@ -1789,12 +1791,8 @@ impl<'a> Run<'a> {
             recoverable: true,
             escalation_level: level,
         })?;
-        self.job.dir.write_step_file(&key, "prompt.txt", prompt.as_bytes())?;
-        self.job.dir.write_step_file(
-            &key,
-            INTENT_FILE,
-            &serde_json::to_vec_pretty(&prepared).map_err(internal)?,
-        )?;
+        let intent = serde_json::to_vec_pretty(&prepared).map_err(internal)?;
+        self.job.dir.write_step_files(&key, &[("prompt.txt", prompt.as_bytes()), (INTENT_FILE, &intent)])?;
 
         // j. the model call (never repeated for a stored response)
         let outcome = if !overflow {
@@ -1895,6 +1893,7 @@ impl<'a> Run<'a> {
             let check = mtx_loop::verify_evidence(&signal, mt, &reader);
             signal.evidence_verified = Some(check.verified);
             let changed = self.changed_files(mt, &reader)?;
+            self.job.log.sync_events()?;
             let v = match self.run_validators(
                 mt,
                 &step_id,
@@ -3157,11 +3156,11 @@ impl<'a> Run<'a> {
                         "model_id": request.model_id,
                         "lora_id": request.lora_id,
                     });
-                    self.job.dir.write_step_file(key, "response.txt", resp.text.as_bytes())?;
-                    self.job.dir.write_step_file(
+                    // The text last: `response.txt` is what marks the response stored.
+                    let meta = serde_json::to_vec_pretty(&meta).map_err(internal)?;
+                    self.job.dir.write_step_files(
                         key,
-                        "response.json",
-                        &serde_json::to_vec_pretty(&meta).map_err(internal)?,
+                        &[("response.json", &meta), ("response.txt", resp.text.as_bytes())],
                     )?;
                     let output_ref =
                         self.put_artifact(resp.text.as_bytes(), "model_response", "text/plain")?;
@@ -3240,6 +3239,7 @@ impl<'a> Run<'a> {
         mt: &MicroTaskDefinition,
         resolved: &mut mtx_loop::ResolvedEdits,
     ) -> Result<(), ExecError> {
+        self.job.log.sync_events()?;
         let files: Vec<Value> = resolved
             .writes
             .iter()

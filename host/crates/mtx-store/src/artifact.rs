@@ -12,7 +12,7 @@ use mtx_types::{ArtifactHandle, now_rfc3339, sha256_hex};
 use serde::{Deserialize, Serialize};
 
 pub use crate::error::StoreError;
-use crate::fsutil::atomic_write;
+use crate::fsutil::atomic_write_all;
 
 /// Sidecar metadata of an artifact (MTX-SPEC 10.7 item 3).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -80,15 +80,22 @@ impl ArtifactStore {
                 return Ok(handle_from_meta(&rel, &existing));
             }
         }
-        if !blob.exists() {
-            atomic_write(&blob, bytes).map_err(|e| StoreError::io(&blob, e))?;
-        }
         meta.sha256 = hash;
         meta.size_bytes = bytes.len() as u64;
         meta.created_at = now_rfc3339();
         meta.artifact_id = uuid::Uuid::now_v7().to_string();
         let json = serde_json::to_vec_pretty(&meta).expect("metadata serialises");
-        atomic_write(&sidecar, &json).map_err(|e| StoreError::io(&sidecar, e))?;
+        // The blob first, then its sidecar, with one directory fsync for both; a crash
+        // in between leaves a blob without a sidecar, which the next put completes.
+        let blob_name = file_name_of(&blob);
+        let sidecar_name = file_name_of(&sidecar);
+        let dir = blob.parent().unwrap_or(&self.root);
+        let mut files: Vec<(&str, &[u8])> = Vec::with_capacity(2);
+        if !blob.exists() {
+            files.push((&blob_name, bytes));
+        }
+        files.push((&sidecar_name, &json));
+        atomic_write_all(dir, &files).map_err(|e| StoreError::io(&sidecar, e))?;
         Ok(handle_from_meta(&rel, &meta))
     }
 
@@ -188,6 +195,11 @@ fn handle_from_meta(rel: &str, meta: &ArtifactMeta) -> ArtifactHandle {
         size_bytes: Some(meta.size_bytes),
         media_type: meta.media_type.clone(),
     }
+}
+
+/// The last component of a path inside the store (always a plain file name).
+fn file_name_of(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -255,6 +255,8 @@ pub struct ChainFile {
     len: u64,
     cap: u64,
     failpoint_prefix: &'static str,
+    /// Bytes written by `append_all_deferred` and not yet synced.
+    dirty: bool,
 }
 
 /// Where an appended line landed.
@@ -289,6 +291,7 @@ impl ChainFile {
             len: 0,
             cap,
             failpoint_prefix,
+            dirty: false,
         })
     }
 
@@ -317,7 +320,16 @@ impl ChainFile {
             Some(l) => (l.seq + 1, l.line_hash.clone()),
             None => (1, GENESIS_HASH.to_owned()),
         };
-        let chain = Self { path: path.to_owned(), file, next_seq, last_hash, len, cap, failpoint_prefix };
+        let chain = Self {
+            path: path.to_owned(),
+            file,
+            next_seq,
+            last_hash,
+            len,
+            cap,
+            failpoint_prefix,
+            dirty: false,
+        };
         Ok((chain, OpenedChain { bytes, lines: scan.lines, torn: scan.torn }))
     }
 
@@ -343,6 +355,33 @@ impl ChainFile {
     /// when it returns (a crash in between leaves whole records and at most one torn
     /// line, which `open` cuts off).
     pub fn append_all(&mut self, bodies: &[Map<String, Value>]) -> Result<Vec<Appended>, StoreError> {
+        self.write_records(bodies, true)
+    }
+
+    /// Appends one record with one write and no fsync: it is visible to readers at once
+    /// and durable at the next [`ChainFile::sync`] (or synced append). A crash of the
+    /// process loses nothing; a power loss can lose the records written since the last
+    /// sync, whole (the chain stays valid: at most a torn last line, cut on open).
+    pub fn append_deferred(&mut self, body: &Map<String, Value>) -> Result<Appended, StoreError> {
+        let mut appended = self.write_records(std::slice::from_ref(body), false)?;
+        Ok(appended.pop().expect("one body gives one record"))
+    }
+
+    /// Makes every record written so far durable (one fdatasync, none when nothing is
+    /// pending).
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        if self.dirty {
+            self.file.sync_data().map_err(|e| StoreError::io(&self.path, e))?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+
+    fn write_records(
+        &mut self,
+        bodies: &[Map<String, Value>],
+        sync: bool,
+    ) -> Result<Vec<Appended>, StoreError> {
         let mut buffer = Vec::new();
         let mut sealed = Vec::with_capacity(bodies.len());
         let mut last_hash = self.last_hash.clone();
@@ -363,7 +402,8 @@ impl ChainFile {
             let _ = self.file.write_all(&buffer[..buffer.len() / 2]);
             let _ = self.file.sync_data();
         });
-        let written = self.file.write_all(&buffer).and_then(|()| self.file.sync_data());
+        let written =
+            self.file.write_all(&buffer).and_then(|()| if sync { self.file.sync_data() } else { Ok(()) });
         if let Err(e) = written {
             // A partial write would leave a torn line that the next open cuts off; cut it
             // now so this handle stays consistent with the file.
@@ -383,6 +423,7 @@ impl ChainFile {
         self.last_hash = last_hash;
         self.next_seq += bodies.len() as u64;
         self.len = new_len;
+        self.dirty = !sync;
         Ok(out)
     }
 }
@@ -394,6 +435,25 @@ mod tests {
 
     fn body(n: u64) -> Map<String, Value> {
         json!({"kind": "test", "n": n}).as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn deferred_appends_are_visible_at_once_and_chain_with_synced_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.jsonl");
+        let mut c = ChainFile::create(&path, u64::MAX, "test").unwrap();
+        c.append_deferred(&body(1)).unwrap();
+        assert!(c.dirty, "a deferred append waits for a sync");
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1, "readers see it at once");
+        c.append(&body(2)).unwrap();
+        assert!(!c.dirty, "a synced append syncs what was deferred before it");
+        c.append_deferred(&body(3)).unwrap();
+        c.sync().unwrap();
+        assert!(!c.dirty);
+        drop(c);
+        let (c, opened) = ChainFile::open(&path, u64::MAX, "test").unwrap();
+        assert_eq!(opened.lines.len(), 3);
+        assert_eq!(c.next_seq(), 4);
     }
 
     #[test]

@@ -237,6 +237,32 @@ impl JobDir {
         })
     }
 
+    /// Writes several files of one step, each atomically, in the order given, with one
+    /// directory fsync for all of them; returns their handles in the same order.
+    pub fn write_step_files(
+        &self,
+        idempotency_key: &str,
+        files: &[(&str, &[u8])],
+    ) -> Result<Vec<ArtifactHandle>, StoreError> {
+        for (name, _) in files {
+            check_name("step file name", name)?;
+        }
+        let dir = self.step_dir(idempotency_key)?;
+        crate::fsutil::atomic_write_all(&dir, files).map_err(|e| StoreError::io(&dir, e))?;
+        Ok(files
+            .iter()
+            .map(|(name, bytes)| ArtifactHandle {
+                artifact_id: uuid::Uuid::now_v7().to_string(),
+                path: format!("step_outputs/{idempotency_key}/{name}"),
+                sha256: sha256_hex(bytes),
+                size_bytes: Some(bytes.len() as u64),
+                media_type: Some(
+                    if name.ends_with(".json") { "application/json" } else { "text/plain" }.to_owned(),
+                ),
+            })
+            .collect())
+    }
+
     /// Like [`JobDir::write_step_file`], but a file the step already has stands: its handle
     /// is returned and nothing is written. For records that an earlier, interrupted run of
     /// the same step may already have referenced in the Flight Recorder (validation
@@ -378,6 +404,20 @@ pub(crate) mod tests {
         let (read, handle) = job.read_step_output(&key).unwrap().unwrap();
         assert_eq!(read, out);
         assert_eq!(handle.sha256, written.sha256);
+    }
+
+    #[test]
+    fn a_step_writes_several_files_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = StateDir::new(dir.path()).job("job-1").unwrap();
+        job.create().unwrap();
+        let key = "c".repeat(64);
+        let handles =
+            job.write_step_files(&key, &[("response.txt", b"text"), ("response.json", b"{}")]).unwrap();
+        assert_eq!(handles[0].path, format!("step_outputs/{key}/response.txt"));
+        assert_eq!(handles[1].sha256, sha256_hex(b"{}"));
+        assert_eq!(std::fs::read(job.resolve(&handles[0].path).unwrap()).unwrap(), b"text");
+        assert!(job.write_step_files(&key, &[("../x", b"")]).is_err(), "names are checked");
     }
 
     #[test]

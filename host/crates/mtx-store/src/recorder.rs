@@ -110,6 +110,14 @@ impl Event {
     }
 }
 
+impl Drop for FlightRecorder {
+    fn drop(&mut self) {
+        if let Err(e) = self.sync() {
+            tracing::error!(path = %self.main_path.display(), error = %e, "flight recorder: final sync failed");
+        }
+    }
+}
+
 /// Name of the fallback log next to `events.jsonl`.
 pub const FALLBACK_FILE: &str = "events.fallback.jsonl";
 
@@ -117,6 +125,8 @@ pub const FALLBACK_FILE: &str = "events.fallback.jsonl";
 struct Logs {
     main: ChainFile,
     fallback: Option<ChainFile>,
+    /// Group commit: events are written at once and synced at [`FlightRecorder::sync`].
+    group_commit: bool,
 }
 
 /// The Flight Recorder of one job.
@@ -154,7 +164,7 @@ impl FlightRecorder {
         let dir = path.parent().unwrap_or_else(|| Path::new("."));
         FlightRecorder {
             correlation,
-            logs: Mutex::new(Logs { main, fallback: None }),
+            logs: Mutex::new(Logs { main, fallback: None, group_commit: false }),
             main_path: path.to_owned(),
             fallback_path: dir.join(FALLBACK_FILE),
         }
@@ -183,7 +193,8 @@ impl FlightRecorder {
         // Stamp the event under the lock so timestamps never run backwards along `seq`.
         let mut logs = self.lock();
         let body = self.prepare(event)?;
-        let appended = logs.main.append(&body)?;
+        let appended =
+            if logs.group_commit { logs.main.append_deferred(&body)? } else { logs.main.append(&body)? };
         drop(logs);
         let envelope = to_envelope(appended.record, &self.main_path)?;
         trace_event(&envelope, false);
@@ -192,6 +203,25 @@ impl FlightRecorder {
 
     pub fn path(&self) -> &Path {
         &self.main_path
+    }
+
+    /// Switches group commit on or off. Off (the default), every event is fsynced before
+    /// `emit` returns. On, `emit` writes the event (readers see it at once, a killed
+    /// process loses nothing) and [`FlightRecorder::sync`] makes everything written so far
+    /// durable with one fdatasync: the caller syncs before each state change and side
+    /// effect the events describe, which keeps the log written ahead of them.
+    pub fn set_group_commit(&self, on: bool) -> Result<(), StoreError> {
+        let mut logs = self.lock();
+        if !on {
+            logs.main.sync()?;
+        }
+        logs.group_commit = on;
+        Ok(())
+    }
+
+    /// Makes every event recorded so far durable.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.lock().main.sync()
     }
 
     /// Records a hard-gate event (FR-EVT-MT-006) in `events.fallback.jsonl` when the main
