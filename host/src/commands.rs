@@ -500,6 +500,42 @@ pub fn gate(
     Ok(ExitCode::Ok)
 }
 
+/// A request to a running job.
+#[derive(Debug, Clone, Copy)]
+pub enum Request {
+    Skip,
+    Cancel,
+}
+
+pub fn request(
+    kind: Request,
+    job_id: &str,
+    note: Option<&str>,
+    state_dir: Option<&Path>,
+    user_id: &str,
+    out: Output,
+) -> CliResult {
+    let state_dir = resolve_state_dir(state_dir);
+    let recorded = match kind {
+        Request::Skip => mtx_executor::request_skip(&state_dir, job_id, note, user_id)?,
+        Request::Cancel => mtx_executor::request_cancel(&state_dir, job_id, note, user_id)?,
+    };
+    if out.json {
+        println!("{}", serde_json::to_string(&recorded).context("serialising the request")?);
+    } else {
+        match kind {
+            Request::Skip => println!(
+                "asked job {job_id} to skip {}; it is honoured at the MT's next decision (FR-EVT-MT-016)",
+                recorded.mt_id.as_deref().unwrap_or("its active MT")
+            ),
+            Request::Cancel => {
+                println!("asked job {job_id} to stop; it ends `cancelled` at its next check (FR-EVT-MT-011)")
+            }
+        }
+    }
+    Ok(ExitCode::Ok)
+}
+
 pub fn consent(
     job_id: &str,
     approve: bool,

@@ -64,6 +64,28 @@ the source is never changed. Without --config, `mtx.toml` next to the packet is 
         #[arg(long)]
         json: bool,
     },
+    /// Ask a running job to skip its active MT at the MT's next decision.
+    #[command(after_help = "Examples:\n  mtx skip 019a... --note \"covered by MT-004\"")]
+    Skip {
+        job_id: String,
+        #[arg(long)]
+        note: Option<String>,
+        #[arg(long, env = "MTX_STATE_DIR")]
+        state_dir: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask a running job to stop at its next check; it ends `cancelled`.
+    #[command(after_help = "Examples:\n  mtx cancel 019a... --note \"wrong packet\"")]
+    Cancel {
+        job_id: String,
+        #[arg(long)]
+        note: Option<String>,
+        #[arg(long, env = "MTX_STATE_DIR")]
+        state_dir: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Record an operator's decision on a job waiting at a hard gate or pause point.
     #[command(
         after_help = "Examples:\n  mtx gate 019a... --decision continue --note \"raised the limit after review\"\n  mtx gate 019a... --decision skip"
@@ -247,6 +269,22 @@ fn main() {
         Command::Resume { job_id, config, state_dir, json } => {
             commands::resume(&job_id, config.as_deref(), state_dir.as_deref(), &user, Output::detect(json))
         }
+        Command::Skip { job_id, note, state_dir, json } => commands::request(
+            commands::Request::Skip,
+            &job_id,
+            note.as_deref(),
+            state_dir.as_deref(),
+            &user,
+            Output::detect(json),
+        ),
+        Command::Cancel { job_id, note, state_dir, json } => commands::request(
+            commands::Request::Cancel,
+            &job_id,
+            note.as_deref(),
+            state_dir.as_deref(),
+            &user,
+            Output::detect(json),
+        ),
         Command::Gate { job_id, decision, note, state_dir, json } => commands::gate(
             &job_id,
             &decision,

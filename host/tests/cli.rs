@@ -120,6 +120,12 @@ fn semver_lite_pauses_at_the_hard_gate_and_resumes_after_the_decision() {
     // Resuming without a decision is refused and changes nothing.
     let early = mtx(&["resume", &job, "--state-dir", &state_arg], state.path());
     assert_eq!(early.status.code(), Some(2), "{}", text(&early));
+    // Skip and cancel are requests to a running job; a paused one points at `mtx gate`.
+    for verb in ["skip", "cancel"] {
+        let refused = mtx(&[verb, &job, "--state-dir", &state_arg], state.path());
+        assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+        assert!(text(&refused).contains("mtx gate"), "{}", text(&refused));
+    }
 
     let gate = mtx(
         &["gate", &job, "--decision", "continue", "--note", "reviewed", "--state-dir", &state_arg],
@@ -187,8 +193,8 @@ fn help_and_version_work_for_every_subcommand() {
     let dir = tempfile::tempdir().unwrap();
     assert!(mtx(&["--version"], dir.path()).status.success());
     for sub in [
-        "run", "resume", "gate", "consent", "jobs", "show", "events", "ledger", "verify", "replay",
-        "metrics", "plugins", "console",
+        "run", "resume", "skip", "cancel", "gate", "consent", "jobs", "show", "events", "ledger", "verify",
+        "replay", "metrics", "plugins", "console",
     ] {
         let out = mtx(&[sub, "--help"], dir.path());
         assert!(out.status.success(), "{sub} --help");

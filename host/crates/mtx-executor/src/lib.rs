@@ -28,6 +28,7 @@ use mtx_plugin::{PluginSpec, World};
 use serde::Serialize;
 
 pub use mtx_types::{ConsentReceipt, GateChoice, GateDecision, ProjectionPlan};
+pub use operator::OperatorRequest;
 
 /// The plugins a run uses, one per role plus the validators.
 #[derive(Debug, Clone)]
@@ -191,6 +192,26 @@ pub fn decide_consent(
     user_id: &str,
 ) -> Result<ConsentReceipt, ExecError> {
     operator::decide_consent(state_dir, job_id, approve, note, user_id)
+}
+
+/// Asks a running job to skip its active MT at the next decision (5.15).
+pub fn request_skip(
+    state_dir: &Path,
+    job_id: &str,
+    note: Option<&str>,
+    user_id: &str,
+) -> Result<OperatorRequest, ExecError> {
+    operator::request_skip(state_dir, job_id, note, user_id)
+}
+
+/// Asks a running job to stop at its next check (5.15).
+pub fn request_cancel(
+    state_dir: &Path,
+    job_id: &str,
+    note: Option<&str>,
+    user_id: &str,
+) -> Result<OperatorRequest, ExecError> {
+    operator::request_cancel(state_dir, job_id, note, user_id)
 }
 
 /// The projection plan of the cloud escalation a job waits for, if any.

@@ -4,6 +4,10 @@
 //!
 //! Nothing here continues the job; only `resume_job` does. A decision is refused when the
 //! job is not waiting for one, or when one was already recorded.
+//!
+//! Requests to a running job (skip its active MT, cancel it; 5.15) cannot write to its
+//! logs, which the running process holds locked: they are request files in the job
+//! directory that the loop reads at its next check and records when it honours them.
 
 use std::path::Path;
 
@@ -59,6 +63,87 @@ fn emit(p: &Paused, event: Event) -> Result<(), ExecError> {
         let _ = h.index_event(&p.record.job_id, &stored);
     }
     Ok(())
+}
+
+/// Name of a pending skip request in the job directory.
+pub const SKIP_FILE: &str = "skip_requested.json";
+
+/// What an operator asked of a running job.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OperatorRequest {
+    pub request_id: String,
+    pub job_id: String,
+    /// `skip` or `cancel`.
+    pub kind: String,
+    /// The MT a skip applies to (the active MT when it was asked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mt_id: Option<String>,
+    pub requested_by: String,
+    pub requested_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+}
+
+fn running(p: &Paused, job_id: &str, what: &str) -> Result<(), ExecError> {
+    match p.progress.status {
+        ProgressStatus::InProgress => Ok(()),
+        ProgressStatus::Paused => Err(ExecError::InvalidInput(format!(
+            "job {job_id} is paused; decide its gate instead (`mtx gate {job_id} --decision skip|abort`)"
+        ))),
+        other => Err(ExecError::InvalidInput(format!("job {job_id} is {other:?}, nothing to {what}"))),
+    }
+}
+
+/// Asks a running job to skip its active MT (5.15). The loop honours it at the MT's next
+/// decision (rule 2 of 5.6), unless that iteration succeeds, and records FR-EVT-MT-016
+/// with reason `user_skip`.
+pub fn request_skip(
+    state_dir: &Path,
+    job_id: &str,
+    note: Option<&str>,
+    user_id: &str,
+) -> Result<OperatorRequest, ExecError> {
+    let p = open(state_dir, job_id)?;
+    running(&p, job_id, "skip")?;
+    let Some(mt_id) = p.progress.current_state.active_mt.clone() else {
+        return Err(ExecError::InvalidInput(format!("job {job_id} has no active MT to skip")));
+    };
+    write_request(&p, job_id, "skip", Some(mt_id), note, user_id, SKIP_FILE)
+}
+
+/// Asks a running job to stop (5.15): the loop records FR-EVT-MT-011 at its next check
+/// (an iteration's start, or right after a model call) and ends `cancelled`.
+pub fn request_cancel(
+    state_dir: &Path,
+    job_id: &str,
+    note: Option<&str>,
+    user_id: &str,
+) -> Result<OperatorRequest, ExecError> {
+    let p = open(state_dir, job_id)?;
+    running(&p, job_id, "cancel")?;
+    write_request(&p, job_id, "cancel", None, note, user_id, crate::runner::CANCEL_FILE)
+}
+
+fn write_request(
+    p: &Paused,
+    job_id: &str,
+    kind: &str,
+    mt_id: Option<String>,
+    note: Option<&str>,
+    user_id: &str,
+    file: &str,
+) -> Result<OperatorRequest, ExecError> {
+    let request = OperatorRequest {
+        request_id: uuid::Uuid::now_v7().to_string(),
+        job_id: job_id.to_string(),
+        kind: kind.to_string(),
+        mt_id,
+        requested_by: user_id.to_string(),
+        requested_at: now_rfc3339(),
+        notes: note.map(str::to_owned),
+    };
+    p.dir.write_file(file, &serde_json::to_vec_pretty(&request).map_err(internal)?)?;
+    Ok(request)
 }
 
 pub fn decide_gate(

@@ -1249,10 +1249,16 @@ impl<'a> Run<'a> {
     }
 
     fn skip_mt(&mut self, mt_id: &str, reason: &str) -> Result<(), ExecError> {
-        self.emit(
-            Event::new("FR-EVT-MT-016", json!({"wp_id": self.wp_id(), "mt_id": mt_id, "reason": reason}))
-                .mt(mt_id),
-        )?;
+        let mut payload = json!({"wp_id": self.wp_id(), "mt_id": mt_id, "reason": reason});
+        let request = self.operator_request(crate::operator::SKIP_FILE);
+        if reason == "user_skip"
+            && let Some(r) = request.as_ref().filter(|r| r.mt_id.as_deref() == Some(mt_id))
+        {
+            payload["request_id"] = json!(r.request_id);
+            payload["requested_by"] = json!(r.requested_by);
+            payload["notes"] = json!(r.notes);
+        }
+        self.emit(Event::new("FR-EVT-MT-016", payload).mt(mt_id))?;
         if let Some(i) = self.job.entry_index(mt_id) {
             self.job.progress.micro_tasks[i].status = MTStatus::Skipped;
         }
@@ -1260,7 +1266,48 @@ impl<'a> Run<'a> {
             self.job.progress.current_state.active_mt = None;
             self.job.ext.mt_level = None;
         }
-        self.job.save_progress()
+        self.job.save_progress()?;
+        if request.is_some_and(|r| r.mt_id.as_deref() == Some(mt_id)) {
+            self.clear_request(crate::operator::SKIP_FILE);
+        }
+        Ok(())
+    }
+
+    /// An operator's request file in the job directory, if one is pending and readable.
+    fn operator_request(&self, file: &str) -> Option<crate::operator::OperatorRequest> {
+        let path = self.job.dir.root().join(file);
+        let bytes = std::fs::read(&path).ok()?;
+        match serde_json::from_slice(&bytes) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "unreadable operator request");
+                None
+            }
+        }
+    }
+
+    fn clear_request(&self, file: &str) {
+        let path = self.job.dir.root().join(file);
+        if let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %path.display(), error = %e, "operator request not cleared");
+        }
+    }
+
+    /// 5.15: whether an operator asked to skip `mt_id`. A request left for an MT that is
+    /// no longer active (it completed first) no longer applies and is cleared.
+    fn skip_requested(&self, mt_id: &str) -> bool {
+        let Some(request) = self.operator_request(crate::operator::SKIP_FILE) else { return false };
+        if request.mt_id.as_deref() == Some(mt_id) {
+            return true;
+        }
+        let active = self.job.progress.current_state.active_mt.as_deref();
+        if request.mt_id.as_deref() != active {
+            tracing::info!(mt_id = ?request.mt_id, "skip request for an MT that is no longer active: cleared");
+            self.clear_request(crate::operator::SKIP_FILE);
+        }
+        false
     }
 
     fn pause_point(&mut self, mt_id: &str) -> Result<(), ExecError> {
@@ -1479,13 +1526,13 @@ impl<'a> Run<'a> {
         if !self.job.dir.root().join(CANCEL_FILE).exists() {
             return Ok(false);
         }
-        self.emit(
-            Event::new(
-                "FR-EVT-MT-011",
-                json!({"wp_id": self.wp_id(), "reason": "operator_cancel", "mt_id": mt_id}),
-            )
-            .mt(mt_id),
-        )?;
+        let mut payload = json!({"wp_id": self.wp_id(), "reason": "operator_cancel", "mt_id": mt_id});
+        if let Some(r) = self.operator_request(CANCEL_FILE) {
+            payload["request_id"] = json!(r.request_id);
+            payload["requested_by"] = json!(r.requested_by);
+            payload["notes"] = json!(r.notes);
+        }
+        self.emit(Event::new("FR-EVT-MT-011", payload).mt(mt_id))?;
         self.job.progress.status = ProgressStatus::Cancelled;
         self.job.progress.completed_at = Some(now_rfc3339());
         self.job.save_progress()?;
@@ -2030,6 +2077,7 @@ impl<'a> Run<'a> {
             entry.iterations.iter().map(|r| r.tokens_prompt + r.tokens_completion).sum::<u64>()
                 + outcome.prompt_tokens
                 + outcome.completion_tokens;
+        let operator_skip = self.skip_requested(&mt_id);
         let facts = IterationFacts {
             claimed_complete: claimed,
             validation_passed: validation_passed.unwrap_or(false),
@@ -2043,7 +2091,7 @@ impl<'a> Run<'a> {
             max_level,
             false_completion_streak: streaks.false_completion_streak,
             failure_streak: streaks.failure_streak,
-            operator_skip: false,
+            operator_skip,
             operator_abort: false,
             mt_token_cap_reached: mt_tokens >= mtx_loop::mt_token_cap(mt.token_budget),
         };
@@ -2099,7 +2147,7 @@ impl<'a> Run<'a> {
             missing_references: missing_refs.clone(),
             model_error: outcome.error.as_ref().map(|(k, _)| *k),
             context_overflow: overflow,
-            operator_skip: false,
+            operator_skip,
             // The WIT streaks count the iterations before this one (mtx-loop's include it).
             false_completion_streak: streaks.false_completion_streak
                 - u32::from(current_obs.is_false_completion()),
