@@ -265,6 +265,9 @@ fn c_tool_3_failing_non_blocking_verify_does_not_block_completion() {
     assert_eq!(events_of(dir, "FR-EVT-MT-003")[0]["payload"]["decision"], "complete");
     assert_eq!(iterations(dir, "MT-001"), [(1, 0, "SUCCESS".to_string())]);
     assert_eq!(progress(dir)["status"], "completed");
+    let completed: Vec<Value> =
+        ledger_steps(dir).into_iter().filter(|r| r["status"] == "completed").collect();
+    assert_eq!(completed.len(), 1, "{completed:?}");
 
     // Control: the same failure on a blocking spec fails the validation.
     let fx = fixture(&[(A, "old text\n")], &plan, &["src/a.txt says hello"]);
@@ -321,6 +324,10 @@ fn c_swap_4_swap_slower_than_its_timeout_rolls_back_and_continues() {
     assert_eq!(requested["current_model_id"], "qwen2.5-coder:7b");
     assert_eq!(requested["target_model_id"], "qwen2.5-coder:14b");
     assert_eq!(requested["timeout_ms"], swap_timeout_ms);
+    let request_file = format!("{}.json", requested["request_id"].as_str().unwrap());
+    let request = read_json(&dir.join("model_swap").join(request_file));
+    assert_eq!(request["timeout_ms"], swap_timeout_ms);
+    assert_eq!(request["state_hash"], requested["state_hash"]);
     let timed_out = &events_of(dir, "FR-EVT-MODEL-004")[0]["payload"];
     assert_eq!(timed_out["error_summary"], "swap_timeout");
     assert_eq!(timed_out["outcome"], "timeout");
