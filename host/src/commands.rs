@@ -384,6 +384,11 @@ fn report_outcome(outcome: &JobOutcome, state_dir: &Path, out: Output) -> CliRes
     println!("  hard gates     {}", s.hard_gates);
     println!("  distillation   {} candidates", s.distillation_candidates);
     println!("  evidence       {}", outcome.job_dir.display());
+    if let Some(text) = job_summary_text(&outcome.job_dir) {
+        println!();
+        println!("summary (end-of-job model call, summaries/job_summary.json):");
+        println!("  {text}");
+    }
     println!();
     println!("next:");
     println!("  mtx show {id} --state-dir {state}");
@@ -396,6 +401,13 @@ fn report_outcome(outcome: &JobOutcome, state_dir: &Path, out: Output) -> CliRes
         println!("  mtx resume {id} --state-dir {state}");
     }
     Ok(code)
+}
+
+/// The end-of-job summary the level-0 model wrote (MTX-SPEC 5.4), when there is one.
+fn job_summary_text(job_dir: &Path) -> Option<String> {
+    let bytes = std::fs::read(job_dir.join("summaries").join("job_summary.json")).ok()?;
+    let doc: Value = serde_json::from_slice(&bytes).ok()?;
+    doc.get("summary").and_then(Value::as_str).map(|t| t.trim().to_owned()).filter(|t| !t.is_empty())
 }
 
 fn exit_code_for(status: JobStatus) -> ExitCode {

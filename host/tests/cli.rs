@@ -80,6 +80,12 @@ fn wordfreq_escalates_succeeds_and_leaves_verifiable_evidence() {
     let rows: Vec<Value> = serde_json::from_slice(&jobs.stdout).unwrap();
     assert_eq!(rows[0]["profile_id"], "micro_task_executor_v1");
     assert_eq!(rows[0]["status"], "completed");
+
+    // 5.4: the end-of-job summary, answered by the cassette's JOB-SUMMARY entry.
+    let summary_path = state.path().join("jobs").join(&job).join("summaries/job_summary.json");
+    let summary: Value = serde_json::from_slice(&std::fs::read(summary_path).unwrap()).unwrap();
+    assert!(summary["summary"].as_str().is_some_and(|t| t.contains("MT-001")), "{summary}");
+    assert_eq!(summary["error"], Value::Null);
 }
 
 fn crate_tests_pass_without_change() -> bool {

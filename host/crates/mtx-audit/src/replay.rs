@@ -594,6 +594,7 @@ fn run_call(
         seed: Some(seed),
         toolbus: Some(Arc::new(RefusingToolBus(used_tool_bus.clone()))),
         extra_deadline: std::time::Duration::ZERO,
+        cap: None,
     };
     fn parse<T: serde::de::DeserializeOwned>(call: &RecordedCall) -> Result<T, String> {
         serde_json::from_str(&call.input)

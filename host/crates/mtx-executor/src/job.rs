@@ -36,6 +36,9 @@ pub struct LoopExt {
     /// changes from here on are replayed, not recorded again, on resume (8.5).
     #[serde(default)]
     pub events_checkpoint: Option<u64>,
+    /// `summaries/job_summary.json` once the end-of-job summary ran (5.4).
+    #[serde(default)]
+    pub job_summary_ref: Option<ArtifactHandle>,
     /// Level the next MT starts at (after a drop-back or a stay-escalated decision).
     #[serde(default)]
     pub job_level: u32,

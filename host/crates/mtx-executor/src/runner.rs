@@ -596,6 +596,15 @@ pub fn resume_job(
     Ok(run.finish())
 }
 
+/// The step id, and the cassette `mt_id`, of the end-of-job summary call (5.4).
+pub const JOB_SUMMARY_ID: &str = "JOB-SUMMARY";
+/// The summary's completion allowance: a few paragraphs.
+const JOB_SUMMARY_MAX_TOKENS: u32 = 512;
+/// What the level-0 model is asked at the end of a job; one JSON line per MT follows.
+const JOB_SUMMARY_INSTRUCTIONS: &str = "Summarise this micro-task job for the operator in at most \
+five sentences: what was done, which micro-tasks needed escalation or were skipped, and \
+what remains to check. Do not propose code. One JSON line per micro-task follows.\n";
+
 /// The parsed Work Packet of a job, `jobs/<id>/work_packet.json`.
 const WORK_PACKET_FILE: &str = "work_packet.json";
 
@@ -1427,11 +1436,115 @@ impl<'a> Run<'a> {
         } else {
             (ProgressStatus::Failed, JobStatus::Failed, "failed")
         };
+        // 5.4 step 1, before the final save so that a crash after it never asks again.
+        self.summarise_job()?;
         self.job.progress.status = status;
         self.job.progress.completed_at = Some(now_rfc3339());
         self.job.progress.current_state.active_mt = None;
         self.job.save_progress()?;
         self.record_completion(job_status, reason)
+    }
+
+    /// 5.4 step 1: the job's aggregate summary, an `ai_operation` call to the level-0
+    /// model over every MT's outcome. The call goes through the idempotency key like any
+    /// step (a stored answer is reused), and its result is `summaries/job_summary.json`.
+    /// A failure is a warning in that file and the log; it never changes the outcome.
+    fn summarise_job(&mut self) -> Result<(), ExecError> {
+        let Some(level) = self.chain().iter().find(|l| !l.is_cloud && !l.is_gate_only()).cloned() else {
+            return Ok(());
+        };
+        let outcomes: Vec<Value> = self
+            .job
+            .progress
+            .micro_tasks
+            .iter()
+            .map(|e| {
+                json!({
+                    "mt_id": e.mt_id,
+                    "status": e.status,
+                    "iterations": e.iterations.len(),
+                    "final_model_level": e.final_model_level,
+                    "last_error": e.iterations.last().and_then(|r| r.error_summary.clone()),
+                })
+            })
+            .collect();
+        let mut prompt = String::from(JOB_SUMMARY_INSTRUCTIONS);
+        for o in &outcomes {
+            prompt.push_str(&o.to_string());
+            prompt.push('\n');
+        }
+        let prompt_hash = sha256_hex(prompt.as_bytes());
+        let key = mtx_types::idempotency_key(JOB_SUMMARY_ID, 0, &level.model_id, None, &prompt_hash);
+        let context_window =
+            self.profile_of(&level.model_id).map(|p| p.context_window).unwrap_or(level.context_window);
+        let request = wit::ModelRequest {
+            model_id: level.model_id.clone(),
+            lora_id: None,
+            prompt: prompt.clone(),
+            prompt_hash: prompt_hash.clone(),
+            max_tokens: JOB_SUMMARY_MAX_TOKENS,
+            context_window,
+            temperature: 0.0,
+            seed: Some(0),
+            timeout_ms: mtx_loop::iteration_time_limit_ms(None) as u32,
+            mt_id: JOB_SUMMARY_ID.into(),
+            level: level.level,
+            iteration: 0,
+            attempt: 1,
+        };
+        self.job.log.set_scope(StepScope {
+            mt_id: None,
+            step_id: Some(JOB_SUMMARY_ID.into()),
+            iteration: None,
+        });
+        self.job.dir.write_step_files(&key, &[("prompt.txt", prompt.as_bytes())])?;
+        self.job.log.sync_events()?;
+        let outcome = self.call_model(&request, &key)?;
+        if let Some(text) = &outcome.text {
+            self.emit(
+                Event::new(
+                    "FR-EVT-LLM-INFERENCE",
+                    json!({
+                        "trace_id": self.job.record.trace_id,
+                        "model_id": level.model_id,
+                        "lora_id": Value::Null,
+                        "step_id": JOB_SUMMARY_ID,
+                        "idempotency_key": key,
+                        "operation": "job_summary",
+                        "token_usage": {
+                            "prompt_tokens": outcome.prompt_tokens,
+                            "completion_tokens": outcome.completion_tokens,
+                            "total_tokens": outcome.prompt_tokens + outcome.completion_tokens,
+                        },
+                        "response_ref": outcome.output_ref,
+                    }),
+                )
+                .model(&level.model_id),
+            )?;
+            self.job.ext.total_tokens += outcome.prompt_tokens + outcome.completion_tokens;
+            tracing::debug!(chars = text.len(), "job summary generated");
+        }
+        let error = outcome.error.as_ref().map(|(kind, message)| format!("{kind:?}: {message}"));
+        if let Some(e) = &error {
+            tracing::warn!(job_id = %self.job.job_id(), error = %e, "job summary failed; the outcome stands");
+        }
+        let doc = json!({
+            "job_id": self.job.job_id(),
+            "wp_id": self.wp_id(),
+            "model_id": level.model_id,
+            "idempotency_key": key,
+            "prompt_sha256": prompt_hash,
+            "mt_outcomes": outcomes,
+            "summary": outcome.text,
+            "response_ref": outcome.output_ref,
+            "error": error,
+        });
+        let handle = self
+            .job
+            .dir
+            .write_file("summaries/job_summary.json", &serde_json::to_vec_pretty(&doc).map_err(internal)?)?;
+        self.job.ext.job_summary_ref = Some(handle);
+        Ok(())
     }
 
     /// Finishes a finalisation a crash interrupted after the final progress save: emits
@@ -1443,7 +1556,11 @@ impl<'a> Run<'a> {
         };
         let events = mtx_store::recorder::read_events(&self.job.dir.events())?;
         if events.iter().any(|e| e.envelope.event_type == "FR-EVT-MT-009") {
-            self.job.record.job_outputs = Some(json!({"outcome": reason, "summary": self.job.summary()}));
+            self.job.record.job_outputs = Some(json!({
+                "outcome": reason,
+                "summary": self.job.summary(),
+                "job_summary_ref": self.job.ext.job_summary_ref,
+            }));
             return self.job.set_status(job_status, reason);
         }
         self.record_completion(job_status, reason)
@@ -1462,7 +1579,11 @@ impl<'a> Run<'a> {
                 "run_ledger_ref": ledger_ref,
             }),
         ))?;
-        self.job.record.job_outputs = Some(json!({"outcome": reason, "summary": self.job.summary()}));
+        self.job.record.job_outputs = Some(json!({
+            "outcome": reason,
+            "summary": self.job.summary(),
+            "job_summary_ref": self.job.ext.job_summary_ref,
+        }));
         self.job.set_status(job_status, reason)
     }
 
@@ -3192,6 +3313,7 @@ impl<'a> Run<'a> {
                 seed: request.seed,
                 toolbus: None,
                 extra_deadline: Duration::from_millis(u64::from(request.timeout_ms)),
+                cap: None,
             };
             let r = self.host.complete(&self.backend, &request, &ctx);
             self.flush();
@@ -3428,6 +3550,7 @@ impl<'a> Run<'a> {
                 seed: None,
                 toolbus: Some(Arc::new(port)),
                 extra_deadline: Duration::from_millis(verify_time),
+                cap: None,
             };
             let r = self.host.validate(v, &input, &ctx);
             self.flush();
@@ -3541,11 +3664,13 @@ impl<'a> Run<'a> {
         let failure = match refusal {
             Some(r) => Some((r, false)),
             None => {
+                // 5.13: the swap gets `swap_timeout_ms`, not the backend's own deadline.
                 let ctx = CallContext {
                     clock: now_rfc3339(),
                     seed: None,
                     toolbus: None,
                     extra_deadline: Duration::from_millis(swap_policy.swap_timeout_ms),
+                    cap: Some(Duration::from_millis(swap_policy.swap_timeout_ms)),
                 };
                 let t0 = Instant::now();
                 let r = self.host.prepare_model(&self.backend, Some(current), target, "unload_reload", &ctx);

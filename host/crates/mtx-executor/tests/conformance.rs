@@ -300,15 +300,15 @@ fn c_swap_4_swap_slower_than_its_timeout_rolls_back_and_continues() {
     }));
     let mut s = setup(&fx, cassette(&[]), policy);
     // Two false completions at level 0 escalate to level 1 (another model); the backend
-    // never finishes that swap. The call deadline is the backend's own limit plus
-    // `swap_timeout_ms`: shortened here so the stopped swap costs seconds, not minutes.
+    // never finishes that swap, and the host stops it at `swap_timeout_ms` (the backend's
+    // own deadline stays at a minute, far above it: the error below names the limit).
     let mut backend = fixture_plugin(
         "slow-swap",
         "model_backend",
         World::ModelBackend,
         &[("response-0-1", &wrong), ("response-0-2", &wrong), ("response-0-3", &right)],
     );
-    backend.limits.cpu_deadline = Duration::from_secs(2);
+    backend.limits.cpu_deadline = Duration::from_secs(60);
     s.plugins.model_backend = backend;
     let out = run_job(&s, &fx.wp, &NoObserver).unwrap();
     assert_eq!(out.status, JobStatus::Completed, "{out:?}");
@@ -343,6 +343,10 @@ fn c_swap_4_swap_slower_than_its_timeout_rolls_back_and_continues() {
     });
     let stopped = stopped.expect("a failed prepare-model call in the ledger");
     assert_eq!(stopped["output"]["outcome"], "deadline", "{stopped}");
+    assert!(
+        stopped["output"]["error"].as_str().unwrap().contains("exceeded its 100ms deadline"),
+        "the swap is stopped at swap_timeout_ms, not at the backend's deadline: {stopped}"
+    );
 
     // The MT went on at level 0 on the model it had, and completed there.
     assert_eq!(

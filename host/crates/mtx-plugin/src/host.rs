@@ -70,6 +70,10 @@ pub struct CallContext {
     /// Time added to the plugin's deadline for work the host does on its behalf
     /// (validation commands, model latency).
     pub extra_deadline: Duration,
+    /// A bound on this one call below the plugin's own deadline, for a call the run
+    /// policy times on its own (a model swap's `swap_timeout_ms`): the call ends with
+    /// `PluginError::Deadline` once it is reached.
+    pub cap: Option<Duration>,
 }
 
 impl Default for CallContext {
@@ -79,6 +83,7 @@ impl Default for CallContext {
             seed: None,
             toolbus: None,
             extra_deadline: Duration::ZERO,
+            cap: None,
         }
     }
 }
@@ -296,7 +301,8 @@ impl PluginHost {
         let input_json = mtx_types::canonical_json(input);
         let input_sha256 = mtx_types::sha256_hex(&input_json);
         let seed = ctx.seed.unwrap_or_else(|| u64::from_str_radix(&input_sha256[..16], 16).unwrap_or(0));
-        let limit = plugin.spec.limits.cpu_deadline + ctx.extra_deadline;
+        let own = plugin.spec.limits.cpu_deadline + ctx.extra_deadline;
+        let limit = ctx.cap.map_or(own, |cap| cap.min(own));
         let started = Instant::now();
         let name = plugin.spec.name.clone();
 
