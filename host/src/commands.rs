@@ -923,6 +923,17 @@ impl mtx_console::OperatorActions for ConsoleActions {
         serde_json::to_value(receipt).map_err(|e| e.to_string())
     }
 
+    fn request(&self, job_id: &str, kind: &str, note: Option<&str>, user_id: &str) -> Result<Value, String> {
+        let user = if user_id.is_empty() { self.user_id.as_str() } else { user_id };
+        let requested = match kind {
+            "skip" => mtx_executor::request_skip(&self.state_dir, job_id, note, user),
+            "cancel" => mtx_executor::request_cancel(&self.state_dir, job_id, note, user),
+            other => return Err(format!("unknown request `{other}`")),
+        }
+        .map_err(|e| e.to_string())?;
+        serde_json::to_value(requested).map_err(|e| e.to_string())
+    }
+
     fn resume(&self, job_id: &str) -> Result<(), String> {
         let setup = resume_setup(&self.state_dir, job_id, None, &self.user_id)
             .map_err(|e| format!("{:#}", e.error))?;

@@ -224,7 +224,9 @@ function gatePanel(d, rerender) {
     try {
       const r = await api('/api/jobs/' + encodeURIComponent(jobId) + path, { method: 'POST', body });
       result.className = 'result ok';
-      result.textContent = (r.recorded ? 'recorded; ' : '') + (r.resumed ? 'the job is resuming' : 'resume failed: ' + r.resume_error);
+      result.textContent = r.requested
+        ? 'requested; the job acts on it at its next check'
+        : (r.recorded ? 'recorded; ' : '') + (r.resumed ? 'the job is resuming' : 'resume failed: ' + r.resume_error);
       rerender();
     } catch (e) {
       result.className = 'result err';
@@ -274,6 +276,22 @@ function gatePanel(d, rerender) {
         el('dt', {}, 'last error'), el('dd', {}, c.last_error_summary || '')),
       el('p', {}, 'What would leave this machine (projection plan ', artLink(c.projection_plan_ref, jobId), '):'),
       plan.plan ? el('pre', { id: 'projection-plan' }, JSON.stringify(plan.plan, null, 2)) : el('p', { class: 'bad' }, plan.error || 'plan unavailable'),
+      el('div', { class: 'actions' }, note, buttons)));
+  }
+  const running = d.progress && d.progress.status === 'in_progress' && d.progress.current_state
+    && d.progress.current_state.active_mt;
+  if (!panels.length && running) {
+    const note = el('input', { id: 'request-note', type: 'text', placeholder: 'note (optional)' });
+    const buttons = [];
+    const ask = (kind) => () => {
+      if (kind === 'cancel' && !window.confirm('Stop job ' + jobId + '?')) return;
+      send('/request', { kind, note: note.value || null }, buttons);
+    };
+    buttons.push(el('button', { id: 'request-skip', onclick: ask('skip') }, 'Skip ' + d.progress.current_state.active_mt),
+      el('button', { id: 'request-cancel', class: 'danger', onclick: ask('cancel') }, 'Cancel job'));
+    panels.push(el('section', { class: 'card gate', id: 'request-panel' },
+      el('h2', {}, 'Running: ' + d.progress.current_state.active_mt),
+      el('p', { class: 'muted' }, 'A skip is honoured at the MT\'s next decision, a cancel at the job\'s next check.'),
       el('div', { class: 'actions' }, note, buttons)));
   }
   if (!panels.length) {

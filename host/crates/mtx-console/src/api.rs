@@ -73,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/jobs/{id}/gate", post(gate))
         .route("/api/jobs/{id}/consent", post(consent))
         .route("/api/jobs/{id}/resume", post(resume))
+        .route("/api/jobs/{id}/request", post(request))
         .route("/api/artifacts/{sha256}", get(artifact))
         .fallback(not_found)
         .with_state(state)
@@ -286,6 +287,38 @@ async fn resume(
         views::job_dir(&dir, &id)?;
         actions.resume(&id).map_err(ViewError::Refused)?;
         Ok(json!({ "job_id": id, "resumed": true }))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+struct RequestBody {
+    kind: String,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+/// Asks a running job to skip its active MT or to stop (MTX-SPEC 5.15), as `mtx skip` and
+/// `mtx cancel` do; the job records the request when it acts on it.
+async fn request(
+    State(state): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let body: RequestBody = parse_body(&body)?;
+    if !matches!(body.kind.as_str(), "skip" | "cancel") {
+        return Err(
+            ViewError::BadRequest(format!("request {:?} is not one of skip, cancel", body.kind)).into()
+        );
+    }
+    let dir = state.state_dir.clone();
+    let actions = state.actions.clone();
+    blocking(move || {
+        views::job_dir(&dir, &id)?;
+        let note = body.note.as_deref().filter(|n| !n.is_empty());
+        let requested =
+            actions.request(&id, &body.kind, note, CONSOLE_USER_ID).map_err(ViewError::Refused)?;
+        Ok(json!({ "job_id": id, "requested": requested }))
     })
     .await
 }

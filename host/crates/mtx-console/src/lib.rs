@@ -60,6 +60,18 @@ pub trait OperatorActions: Send + Sync + 'static {
     /// Continues a paused job in the background (the console's "continue" = gate
     /// continue + resume).
     fn resume(&self, job_id: &str) -> Result<(), String>;
+    /// Asks a running job to `skip` its active MT or to `cancel`, exactly as `mtx skip` /
+    /// `mtx cancel` do; returns the request JSON.
+    fn request(
+        &self,
+        job_id: &str,
+        kind: &str,
+        note: Option<&str>,
+        user_id: &str,
+    ) -> Result<serde_json::Value, String> {
+        let _ = (job_id, note, user_id);
+        Err(format!("this console does not accept `{kind}` requests to running jobs"))
+    }
 }
 
 /// Where the console reads and listens.

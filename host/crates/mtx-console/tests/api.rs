@@ -391,6 +391,33 @@ fn a_failed_resume_is_reported_and_the_recorded_decision_stands() {
 }
 
 #[test]
+fn a_running_job_takes_skip_and_cancel_requests_and_a_paused_one_refuses_them() {
+    let fx = fixture();
+    // The gated job, resumed: in progress on its active MT.
+    let actions = FakeActions::new(fx.state_dir());
+    actions.resume(GATED).unwrap();
+    let console = start(fx.state_dir(), None, actions.clone());
+    let r = post(console.addr, &format!("/api/jobs/{GATED}/request"), r#"{"kind":"skip","note":"dup"}"#);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["requested"]["kind"], "skip");
+    assert_eq!(r.json()["requested"]["requested_by"], "operator-console");
+    let r = post(console.addr, &format!("/api/jobs/{GATED}/request"), r#"{"kind":"cancel"}"#);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        actions.calls()[1..],
+        [format!("request {GATED} skip dup"), format!("request {GATED} cancel -")]
+    );
+
+    let bad = post(console.addr, &format!("/api/jobs/{GATED}/request"), r#"{"kind":"pause"}"#);
+    assert_eq!(bad.status, 400);
+    assert!(bad.json()["error"].as_str().unwrap().contains("skip, cancel"));
+    let paused = post(console.addr, &format!("/api/jobs/{CONSENT}/request"), r#"{"kind":"skip"}"#);
+    assert_eq!(paused.status, 409, "{}", paused.body);
+    assert!(paused.json()["error"].as_str().unwrap().contains("paused"));
+    assert_eq!(post(console.addr, "/api/jobs/nope/request", r#"{"kind":"skip"}"#).status, 404);
+}
+
+#[test]
 fn skip_and_abort_are_recorded_as_sent() {
     for decision in ["skip", "abort"] {
         let fx = fixture();

@@ -542,6 +542,18 @@ impl OperatorActions for FakeActions {
         Ok(receipt)
     }
 
+    /// Refuses like the executor: only a job in progress takes a request.
+    fn request(&self, job_id: &str, kind: &str, note: Option<&str>, user_id: &str) -> Result<Value, String> {
+        self.calls.lock().unwrap().push(format!("request {job_id} {kind} {}", note.unwrap_or("-")));
+        let (_, _, p) = self.job(job_id);
+        if p.status != ProgressStatus::InProgress {
+            return Err(format!("job {job_id} is paused; decide its gate instead"));
+        }
+        Ok(
+            json!({"job_id": job_id, "kind": kind, "mt_id": p.current_state.active_mt, "requested_by": user_id}),
+        )
+    }
+
     fn resume(&self, job_id: &str) -> Result<(), String> {
         self.calls.lock().unwrap().push(format!("resume {job_id}"));
         if self.fail_resume.load(std::sync::atomic::Ordering::SeqCst) {
