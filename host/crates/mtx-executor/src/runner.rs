@@ -1296,11 +1296,8 @@ impl<'a> Run<'a> {
     }
 
     fn clear_request(&self, file: &str) {
-        let path = self.job.dir.root().join(file);
-        if let Err(e) = std::fs::remove_file(&path)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(path = %path.display(), error = %e, "operator request not cleared");
+        if let Err(e) = self.job.dir.discard(file) {
+            tracing::warn!(file, error = %e, "operator request not cleared");
         }
     }
 

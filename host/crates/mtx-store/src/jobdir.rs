@@ -350,6 +350,17 @@ impl JobDir {
         }
     }
 
+    /// Removes `rel` (a consumed request file, say) from the job directory; `false` when
+    /// it was not there.
+    pub fn discard(&self, rel: &str) -> Result<bool, StoreError> {
+        let path = self.resolve(rel)?;
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(StoreError::io(&path, e)),
+        }
+    }
+
     /// Resolves a handle path relative to this job directory, refusing escapes.
     pub fn resolve(&self, rel: &str) -> Result<PathBuf, StoreError> {
         let ok = !rel.is_empty()
@@ -404,6 +415,17 @@ pub(crate) mod tests {
         let (read, handle) = job.read_step_output(&key).unwrap().unwrap();
         assert_eq!(read, out);
         assert_eq!(handle.sha256, written.sha256);
+    }
+
+    #[test]
+    fn a_file_of_the_job_is_removed_once_and_escapes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = StateDir::new(dir.path()).job("job-1").unwrap();
+        job.create().unwrap();
+        job.write_file("skip_requested.json", b"{}").unwrap();
+        assert!(job.discard("skip_requested.json").unwrap());
+        assert!(!job.discard("skip_requested.json").unwrap(), "already gone");
+        assert!(job.discard("../outside").is_err());
     }
 
     #[test]
