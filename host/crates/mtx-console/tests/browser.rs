@@ -92,7 +92,12 @@ fn an_operator_inspects_a_gated_job_and_continues_it_in_chromium() {
     page.screenshot(&shots_dir().join("gated-job.png"));
     page.eval("document.querySelector('#gate-note').value = 'continue from the browser'");
     page.eval("document.querySelector('#gate-continue').click()");
-    page.wait_for("the recorded decision", "document.querySelector('#gate-none')");
+    // Resumed, the job runs again: no gate any more, and the page offers to skip its
+    // active MT or to cancel it.
+    page.wait_for(
+        "the running job's actions",
+        "document.querySelector('#request-panel') && !document.querySelector('#gate-continue')",
+    );
     assert_eq!(
         actions.calls(),
         [format!("gate {GATED} continue continue from the browser"), format!("resume {GATED}")]
@@ -121,6 +126,20 @@ fn a_console_with_a_token_works_from_the_url_the_cli_prints() {
     page.wait_for("the job page", "document.querySelector('#gate-continue')");
     page.wait_for("the live stream", "document.querySelector('#live').innerText === 'live'");
     page.eval("document.querySelector('#gate-continue').click()");
-    page.wait_for("the recorded decision", "document.querySelector('#gate-none')");
+    page.wait_for("the recorded decision", "document.querySelector('#request-panel')");
     assert_eq!(actions.calls(), [format!("gate {GATED} continue -"), format!("resume {GATED}")]);
+
+    // A request to the running job goes through the same token.
+    page.eval("document.querySelector('#request-note').value = 'dup'");
+    page.eval("document.querySelector('#request-skip').click()");
+    let wanted = format!("request {GATED} skip dup");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !actions.calls().contains(&wanted) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the click never reached the console: {:?}",
+            actions.calls()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
