@@ -32,7 +32,11 @@ fn main() {
         .to_owned();
     // MTX_PLUGINS_DIR builds the guests from another checkout of plugins/ (next to its
     // own wit/), for working on the host against a known-good set of guests.
-    let plugins = env::var_os("MTX_PLUGINS_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("plugins"));
+    // An empty value (`MTX_PLUGINS_DIR=`) counts as unset.
+    let plugins = env::var_os("MTX_PLUGINS_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("plugins"));
     println!("cargo:rerun-if-env-changed=MTX_PLUGINS_DIR");
 
     println!("cargo:rerun-if-changed=build.rs");
