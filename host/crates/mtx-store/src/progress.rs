@@ -108,13 +108,14 @@ impl ProgressStore {
         if let Err(problems) = doc.validate() {
             return Err(StoreError::invalid("progress artifact", problems.join("; ")));
         }
-        let value = serde_json::to_value(&*doc)
+        let mut value = serde_json::to_value(&*doc)
             .map_err(|e| StoreError::invalid("progress artifact", e.to_string()))?;
-        let serde_json::Value::Object(mut map) = value else {
+        let Some(map) = value.as_object_mut() else {
             return Err(StoreError::invalid("progress artifact", "document is not a JSON object"));
         };
         map.remove(INTEGRITY_MEMBER);
-        let digest = mtx_types::sha256_hex(&mtx_types::canonical_json(&map));
+        let digest = mtx_types::sha256_hex(&mtx_types::canonical_json_value(&value));
+        let map = value.as_object_mut().expect("checked above");
         map.insert(INTEGRITY_MEMBER.into(), serde_json::Value::from(digest));
         let mut bytes = serde_json::to_vec_pretty(&map).expect("JSON values serialise");
         bytes.push(b'\n');
@@ -162,13 +163,13 @@ pub const INTEGRITY_MEMBER: &str = "content_sha256";
 /// Parses, checks the integrity member of, and validates progress bytes; failures are
 /// `StateCorruption` naming `path`.
 pub fn parse_and_validate<T: ProgressDocument>(path: &Path, bytes: &[u8]) -> Result<T, StoreError> {
-    let value: serde_json::Value =
+    let mut value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt(path, e.to_string()))?;
-    let serde_json::Value::Object(mut map) = value else {
+    let Some(map) = value.as_object_mut() else {
         return Err(StoreError::corrupt(path, "document is not a JSON object"));
     };
     if let Some(stated) = map.remove(INTEGRITY_MEMBER) {
-        let computed = mtx_types::sha256_hex(&mtx_types::canonical_json(&map));
+        let computed = mtx_types::sha256_hex(&mtx_types::canonical_json_value(&value));
         if stated.as_str() != Some(computed.as_str()) {
             return Err(StoreError::corrupt(
                 path,
@@ -178,8 +179,7 @@ pub fn parse_and_validate<T: ProgressDocument>(path: &Path, bytes: &[u8]) -> Res
             ));
         }
     }
-    let doc: T = serde_json::from_value(serde_json::Value::Object(map))
-        .map_err(|e| StoreError::corrupt(path, e.to_string()))?;
+    let doc: T = serde_json::from_value(value).map_err(|e| StoreError::corrupt(path, e.to_string()))?;
     doc.validate().map_err(|problems| StoreError::corrupt(path, problems.join("; ")))?;
     Ok(doc)
 }

@@ -15,8 +15,13 @@ pub fn sha256_hex(bytes: &[u8]) -> Sha256Hex {
 /// Used wherever a record is hashed (snapshot hashes, recorded plugin inputs).
 pub fn canonical_json<T: Serialize>(value: &T) -> Vec<u8> {
     let value = serde_json::to_value(value).expect("serialising an in-memory record cannot fail");
-    let mut out = Vec::new();
-    write_canonical(&value, &mut out);
+    canonical_json_value(&value)
+}
+
+/// [`canonical_json`] of a value that is already a JSON tree (no second conversion).
+pub fn canonical_json_value(value: &serde_json::Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4096);
+    write_canonical(value, &mut out);
     out
 }
 
@@ -24,16 +29,16 @@ fn write_canonical(value: &serde_json::Value, out: &mut Vec<u8>) {
     use serde_json::Value;
     match value {
         Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
             out.push(b'{');
-            for (i, key) in keys.into_iter().enumerate() {
+            for (i, (key, item)) in entries.into_iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
-                out.extend_from_slice(serde_json::to_string(key).unwrap().as_bytes());
+                write_leaf(key, out);
                 out.push(b':');
-                write_canonical(&map[key], out);
+                write_canonical(item, out);
             }
             out.push(b'}');
         }
@@ -47,8 +52,14 @@ fn write_canonical(value: &serde_json::Value, out: &mut Vec<u8>) {
             }
             out.push(b']');
         }
-        other => out.extend_from_slice(serde_json::to_string(other).unwrap().as_bytes()),
+        other => write_leaf(other, out),
     }
+}
+
+/// A key, string or number, written by serde_json itself (the escaping and number format
+/// of `to_string`) straight into `out`.
+fn write_leaf<T: Serialize + ?Sized>(leaf: &T, out: &mut Vec<u8>) {
+    serde_json::to_writer(out, leaf).expect("JSON leaves serialise into memory");
 }
 
 /// The current time as an RFC 3339 UTC string with millisecond precision.
@@ -87,6 +98,51 @@ pub struct TokenUsage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The canonical form is what every recorded hash was computed over: it must not
+    /// change. Checked against the plain definition (sorted keys, `to_string` leaves).
+    #[test]
+    fn canonical_json_is_byte_identical_to_its_definition() {
+        fn reference(value: &serde_json::Value, out: &mut String) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    let mut keys: Vec<&String> = map.keys().collect();
+                    keys.sort();
+                    out.push('{');
+                    for (i, k) in keys.into_iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        out.push_str(&serde_json::to_string(k).unwrap());
+                        out.push(':');
+                        reference(&map[k], out);
+                    }
+                    out.push('}');
+                }
+                serde_json::Value::Array(items) => {
+                    out.push('[');
+                    for (i, item) in items.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        reference(item, out);
+                    }
+                    out.push(']');
+                }
+                other => out.push_str(&serde_json::to_string(other).unwrap()),
+            }
+        }
+        let v = serde_json::json!({
+            "z\u{e9}": "caf\u{e9} \"q\" \\ \n\t\u{1}",
+            "a": [1.5, -0.0, 1e300, 12345678901234567890u64, -9, true, null, {"k": [], "j": {}}],
+            "\u{1F600}": "emoji \u{1F600}",
+            "M": {"b": [{"y": 1, "x": 2}], "a": "line\r\nbreak"},
+        });
+        let mut expected = String::new();
+        reference(&v, &mut expected);
+        assert_eq!(String::from_utf8(canonical_json(&v)).unwrap(), expected);
+        assert_eq!(canonical_json_value(&v), canonical_json(&v));
+    }
 
     #[test]
     fn canonical_json_sorts_keys_at_every_depth() {

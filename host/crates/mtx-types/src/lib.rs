@@ -20,7 +20,9 @@ pub mod swap;
 pub mod validation;
 
 pub use cloud::{CloudEscalationRequest, ConsentReceipt, ProjectionPlan, UiSurface};
-pub use common::{ArtifactHandle, Sha256Hex, TokenUsage, canonical_json, now_rfc3339, sha256_hex};
+pub use common::{
+    ArtifactHandle, Sha256Hex, TokenUsage, canonical_json, canonical_json_value, now_rfc3339, sha256_hex,
+};
 pub use completion::{CompletionEvidence, CompletionSignal};
 pub use context::{
     ContextSnapshot, DeterminismMode, MTContextCompilationConfig, PromptEnvelope, PromptEnvelopeHashes,
