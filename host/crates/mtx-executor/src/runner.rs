@@ -749,6 +749,8 @@ struct Validated {
     capability_denial: Option<String>,
     started_at: String,
     duration_ms: u64,
+    /// The evidence of every Tool Bus operation the validators ran.
+    tool_evidence: Vec<ArtifactHandle>,
 }
 
 impl<'a> Run<'a> {
@@ -2119,6 +2121,13 @@ impl<'a> Run<'a> {
                 .iter()
                 .flat_map(|r| r.stdout_ref.iter().chain(r.stderr_ref.iter()).map(ArtifactHandle::canonical))
                 .collect();
+            // Everything the commands left (terminal output too, 13.3 C-TOOL-2), once each.
+            for h in &v.tool_evidence {
+                let canonical = h.canonical();
+                if !handles.contains(&canonical) {
+                    handles.push(canonical);
+                }
+            }
             handles.push(prompt_ref.canonical());
             let evidence_doc = json!({
                 "evidence": mtx_types::validation::EvidenceList::new(handles),
@@ -3527,8 +3536,10 @@ impl<'a> Run<'a> {
         let mut spec_results = Vec::new();
         let mut findings = Vec::new();
         let mut denial = None;
+        let tool_evidence = Arc::new(std::sync::Mutex::new(Vec::new()));
         for v in &self.validators {
             let port = ValidatorPort {
+                evidence: tool_evidence.clone(),
                 bus: Arc::new(PluginToolBus::new(
                     self.bus.clone(),
                     PluginCallContext {
@@ -3568,6 +3579,7 @@ impl<'a> Run<'a> {
             findings.extend(report.findings);
         }
         self.job.record.job_metrics.validators_run_count += self.validators.len() as u64;
+        let tool_evidence = std::mem::take(&mut *tool_evidence.lock().unwrap_or_else(|p| p.into_inner()));
         Ok(Validated {
             passed,
             spec_results,
@@ -3575,6 +3587,7 @@ impl<'a> Run<'a> {
             capability_denial: denial,
             started_at,
             duration_ms: started.elapsed().as_millis() as u64,
+            tool_evidence,
         })
     }
 

@@ -4,7 +4,7 @@
 //! operation goes through `PluginToolBus`, so the six gates apply exactly as to the host's
 //! own operations. It must never run or read anything on its own.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use mtx_plugin::bindings::{tool_bus as wtb, types as wit};
 use mtx_toolbus::plugin::{PluginPlannedOperation, PluginToolBus, PluginToolError};
@@ -15,6 +15,10 @@ use crate::convert::{handle_from_wit, handle_to_wit};
 /// One validator call's port onto the Tool Bus.
 pub struct ValidatorPort {
     pub bus: Arc<PluginToolBus>,
+    /// Evidence of every operation the validator ran (stdout, stderr, terminal output),
+    /// for the iteration's evidence list: what the commands printed is evidence whether
+    /// or not the validator cites it.
+    pub evidence: Arc<Mutex<Vec<mtx_types::ArtifactHandle>>>,
 }
 
 fn tool_error(e: PluginToolError) -> wtb::ToolError {
@@ -47,6 +51,7 @@ impl mtx_plugin::ToolBusPort for ValidatorPort {
             evidence_policy: op.evidence_policy,
         };
         let r = self.bus.submit(planned).map_err(tool_error)?;
+        self.evidence.lock().unwrap_or_else(|p| p.into_inner()).extend(r.evidence.iter().cloned());
         Ok(wtb::EngineResult {
             op_id: r.op_id,
             status: match r.status {

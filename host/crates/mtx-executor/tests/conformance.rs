@@ -61,9 +61,10 @@ fn canonical(handle: &Value) -> String {
     format!("artifact:{}:{}", handle["artifact_id"].as_str().unwrap(), handle["path"].as_str().unwrap())
 }
 
-/// The `terminal_output.json` of the `engine.shell` run that produced `stdout`: the
-/// third evidence item of that run's engine result, found through its FR-EVT-007.
-fn terminal_output_of(state: &Path, job_dir: &Path, stdout: &Value) -> Value {
+/// The `terminal_output.json` of the `engine.shell` run that produced `stdout` (its
+/// canonical handle and its content): the third evidence item of that run's engine
+/// result, found through its FR-EVT-007.
+fn terminal_output_of(state: &Path, job_dir: &Path, stdout: &Value) -> (String, Value) {
     let stdout = canonical(stdout);
     let call = events_of(job_dir, "FR-EVT-007").into_iter().find(|e| {
         e["payload"]["tool_id"] == "engine.shell.exec"
@@ -76,7 +77,7 @@ fn terminal_output_of(state: &Path, job_dir: &Path, stdout: &Value) -> Value {
     let evidence = result["evidence"].as_array().unwrap();
     assert_eq!(evidence.len(), 3, "stdout, stderr, terminal output: {result}");
     assert_eq!(canonical(&evidence[0]), stdout);
-    read_json(&artifact_path(state, &evidence[2]))
+    (canonical(&evidence[2]), read_json(&artifact_path(state, &evidence[2])))
 }
 
 /// A claim whose file change is right but whose evidence points past the end of the file:
@@ -212,8 +213,10 @@ fn c_tool_2_contains_verify_passes_only_when_stdout_has_the_pattern() {
             let canonical = canonical(handle);
             assert!(listed.contains(&canonical.as_str()), "{canonical} not in {listed:?}");
         }
-        // The run's terminal output (10.12) is stored next to them and names them.
-        let terminal = terminal_output_of(&fx.state(), dir, &spec["stdout_ref"]);
+        // The run's terminal output (10.12) is stored next to them, names them, and is
+        // listed in the iteration's evidence as well (13.3 C-TOOL-2).
+        let (terminal_handle, terminal) = terminal_output_of(&fx.state(), dir, &spec["stdout_ref"]);
+        assert!(listed.contains(&terminal_handle.as_str()), "{terminal_handle} not in {listed:?}");
         assert_eq!(terminal["command"], COMMAND);
         assert_eq!(terminal["exit_code"], 2);
         assert_eq!(terminal["stdout_ref"]["path"], spec["stdout_ref"]["path"]);
