@@ -702,6 +702,11 @@ pub fn show(job_id: &str, state_dir: Option<&Path>, out: Output) -> CliResult {
             );
         }
     }
+    if let Some(text) = job_summary_text(dir.root()) {
+        println!();
+        println!("summary (end-of-job model call):");
+        println!("  {text}");
+    }
     Ok(ExitCode::Ok)
 }
 

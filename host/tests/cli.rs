@@ -86,6 +86,11 @@ fn wordfreq_escalates_succeeds_and_leaves_verifiable_evidence() {
     let summary: Value = serde_json::from_slice(&std::fs::read(summary_path).unwrap()).unwrap();
     assert!(summary["summary"].as_str().is_some_and(|t| t.contains("MT-001")), "{summary}");
     assert_eq!(summary["error"], Value::Null);
+    let show = mtx(&["show", &job, "--state-dir", state_arg], state.path());
+    assert!(show.status.success(), "{}", text(&show));
+    let shown = text(&show);
+    assert!(shown.contains("summary (end-of-job model call)"), "{shown}");
+    assert!(shown.contains(summary["summary"].as_str().unwrap()), "{shown}");
 }
 
 fn crate_tests_pass_without_change() -> bool {

@@ -95,6 +95,7 @@ impl BusFixture {
                     trace_id: "trace-1".into(),
                 },
             )),
+            evidence: Arc::default(),
         })
     }
 }
