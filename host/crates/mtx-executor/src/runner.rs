@@ -170,6 +170,16 @@ fn startup_scan(state: &StateDir) -> Result<(), ExecError> {
     Ok(())
 }
 
+/// The correlation ids of one run attempt of a recorded job.
+fn correlation_of(record: &MicroTaskExecutorJob, workflow_run_id: &str) -> Correlation {
+    Correlation {
+        trace_id: record.trace_id.clone(),
+        job_id: record.job_id.clone(),
+        workflow_run_id: workflow_run_id.to_owned(),
+        wp_id: record.wp_id.clone(),
+    }
+}
+
 /// Reconciles a crashed job's ledger, records WF-RECOVERY and marks the job stalled.
 fn recover_job(
     dir: &JobDir,
@@ -177,12 +187,7 @@ fn recover_job(
     heartbeat: Option<&str>,
 ) -> Result<(), ExecError> {
     let workflow_run_id = uuid::Uuid::now_v7().to_string();
-    let correlation = Correlation {
-        trace_id: record.trace_id.clone(),
-        job_id: record.job_id.clone(),
-        workflow_run_id: workflow_run_id.clone(),
-        wp_id: record.wp_id.clone(),
-    };
+    let correlation = correlation_of(record, &workflow_run_id);
     let recorder = FlightRecorder::open(&dir.events(), correlation)?;
     let mut ledger = RunLedger::open(&dir.run_ledger())?;
     let report = recovery::reconcile_ledger(dir, &mut ledger)?;
@@ -416,12 +421,7 @@ fn fail_corrupt(
     message: &str,
     observer: &dyn RunObserver,
 ) -> Result<JobOutcome, ExecError> {
-    let correlation = Correlation {
-        trace_id: record.trace_id.clone(),
-        job_id: record.job_id.clone(),
-        workflow_run_id: uuid::Uuid::now_v7().to_string(),
-        wp_id: record.wp_id.clone(),
-    };
+    let correlation = correlation_of(record, &uuid::Uuid::now_v7().to_string());
     // The event log may be the broken part; the job record below is the durable verdict.
     if let Ok(recorder) = FlightRecorder::open(&dir.events(), correlation) {
         let event = Event::new(
@@ -530,12 +530,7 @@ pub fn resume_job(
         recover_job(&dir, &mut record, Some(progress.updated_at.as_str()))?;
     }
     let workflow_run_id = uuid::Uuid::now_v7().to_string();
-    let correlation = Correlation {
-        trace_id: record.trace_id.clone(),
-        job_id: job_id.to_string(),
-        workflow_run_id: workflow_run_id.clone(),
-        wp_id: record.wp_id.clone(),
-    };
+    let correlation = correlation_of(&record, &workflow_run_id);
     let recorder = FlightRecorder::open(&dir.events(), correlation)?;
     let ledger = RunLedger::open(&dir.run_ledger())?;
     let history = JobHistory::open(&state.history_db()).ok();
@@ -651,12 +646,7 @@ fn resume_planning(
         recover_job(&dir, &mut record, None)?;
     }
     let workflow_run_id = uuid::Uuid::now_v7().to_string();
-    let correlation = Correlation {
-        trace_id: record.trace_id.clone(),
-        job_id: record.job_id.clone(),
-        workflow_run_id: workflow_run_id.clone(),
-        wp_id: record.wp_id.clone(),
-    };
+    let correlation = correlation_of(&record, &workflow_run_id);
     let recorder = FlightRecorder::open(&dir.events(), correlation)?;
     let ledger = RunLedger::open(&dir.run_ledger())?;
     let history = JobHistory::open(&state.history_db()).ok();

@@ -144,6 +144,19 @@ pub struct StepOutput {
     pub iteration_record: Option<IterationRecord>,
 }
 
+/// The handle of a file of the job directory: `rel` is relative to it, the media type
+/// follows the name.
+fn file_handle(artifact_id: String, rel: String, bytes: &[u8]) -> ArtifactHandle {
+    let media_type = if rel.ends_with(".json") { "application/json" } else { "text/plain" };
+    ArtifactHandle {
+        artifact_id,
+        sha256: sha256_hex(bytes),
+        size_bytes: Some(bytes.len() as u64),
+        media_type: Some(media_type.to_owned()),
+        path: rel,
+    }
+}
+
 /// A UUID derived from the bytes (version 8, custom), so the handle of an existing file
 /// is the same every time recovery or a rebuild builds it.
 pub(crate) fn stable_artifact_id(bytes: &[u8]) -> String {
@@ -226,15 +239,11 @@ impl JobDir {
         check_name("step file name", name)?;
         let path = self.step_dir(idempotency_key)?.join(name);
         atomic_write(&path, bytes).map_err(|e| StoreError::io(&path, e))?;
-        Ok(ArtifactHandle {
-            artifact_id: uuid::Uuid::now_v7().to_string(),
-            path: format!("step_outputs/{idempotency_key}/{name}"),
-            sha256: sha256_hex(bytes),
-            size_bytes: Some(bytes.len() as u64),
-            media_type: Some(
-                if name.ends_with(".json") { "application/json" } else { "text/plain" }.to_owned(),
-            ),
-        })
+        Ok(file_handle(
+            uuid::Uuid::now_v7().to_string(),
+            format!("step_outputs/{idempotency_key}/{name}"),
+            bytes,
+        ))
     }
 
     /// Writes several files of one step, each atomically, in the order given, with one
@@ -251,14 +260,12 @@ impl JobDir {
         crate::fsutil::atomic_write_all(&dir, files).map_err(|e| StoreError::io(&dir, e))?;
         Ok(files
             .iter()
-            .map(|(name, bytes)| ArtifactHandle {
-                artifact_id: uuid::Uuid::now_v7().to_string(),
-                path: format!("step_outputs/{idempotency_key}/{name}"),
-                sha256: sha256_hex(bytes),
-                size_bytes: Some(bytes.len() as u64),
-                media_type: Some(
-                    if name.ends_with(".json") { "application/json" } else { "text/plain" }.to_owned(),
-                ),
+            .map(|(name, bytes)| {
+                file_handle(
+                    uuid::Uuid::now_v7().to_string(),
+                    format!("step_outputs/{idempotency_key}/{name}"),
+                    bytes,
+                )
             })
             .collect())
     }
@@ -305,13 +312,11 @@ impl JobDir {
         };
         let output: StepOutput =
             serde_json::from_slice(&bytes).map_err(|e| StoreError::corrupt(&path, e.to_string()))?;
-        let handle = ArtifactHandle {
-            artifact_id: stable_artifact_id(&bytes),
-            path: format!("step_outputs/{idempotency_key}/output.json"),
-            sha256: sha256_hex(&bytes),
-            size_bytes: Some(bytes.len() as u64),
-            media_type: Some("application/json".into()),
-        };
+        let handle = file_handle(
+            stable_artifact_id(&bytes),
+            format!("step_outputs/{idempotency_key}/output.json"),
+            &bytes,
+        );
         Ok(Some((output, handle)))
     }
 
@@ -320,15 +325,7 @@ impl JobDir {
     pub fn write_file(&self, rel: &str, bytes: &[u8]) -> Result<ArtifactHandle, StoreError> {
         let path = self.resolve(rel)?;
         atomic_write(&path, bytes).map_err(|e| StoreError::io(&path, e))?;
-        Ok(ArtifactHandle {
-            artifact_id: stable_artifact_id(bytes),
-            path: rel.to_owned(),
-            sha256: sha256_hex(bytes),
-            size_bytes: Some(bytes.len() as u64),
-            media_type: Some(
-                if rel.ends_with(".json") { "application/json" } else { "text/plain" }.to_owned(),
-            ),
-        })
+        Ok(file_handle(stable_artifact_id(bytes), rel.to_owned(), bytes))
     }
 
     /// Like [`JobDir::write_file`], but a file that exists stands: its handle is returned
@@ -336,15 +333,7 @@ impl JobDir {
     pub fn write_file_once(&self, rel: &str, bytes: &[u8]) -> Result<ArtifactHandle, StoreError> {
         let path = self.resolve(rel)?;
         match std::fs::read(&path) {
-            Ok(existing) => Ok(ArtifactHandle {
-                artifact_id: stable_artifact_id(&existing),
-                path: rel.to_owned(),
-                sha256: sha256_hex(&existing),
-                size_bytes: Some(existing.len() as u64),
-                media_type: Some(
-                    if rel.ends_with(".json") { "application/json" } else { "text/plain" }.to_owned(),
-                ),
-            }),
+            Ok(existing) => Ok(file_handle(stable_artifact_id(&existing), rel.to_owned(), &existing)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.write_file(rel, bytes),
             Err(e) => Err(StoreError::io(&path, e)),
         }
