@@ -501,21 +501,26 @@ pub fn resume_job(
             progress_store.load_previous()?
         }
         // Without it, the progress artifact is rebuilt from the MT definitions, the ledger
-        // and the step outputs.
+        // and the step outputs by re-executing the job from its start: every committed step
+        // is finished from its commit record (no model call, no validation), every recorded
+        // state change is replayed rather than written again, and the loop's own
+        // bookkeeping comes back with them.
         Err(e) => {
-            tracing::warn!(job_id, error = %e, "progress artifact unreadable; rebuilding it");
-            let rebuilt = read_definitions(&dir).and_then(|defs| {
-                let ledger = RunLedger::open(&dir.run_ledger())?;
-                let mut p = mtx_store::rebuild::rebuild_progress(
-                    &dir,
-                    &defs.micro_tasks,
+            tracing::warn!(job_id, error = %e, "progress artifact and its previous copy unreadable; rebuilding from the recorded steps");
+            match read_definitions(&dir).and_then(|defs| {
+                let order: Vec<String> = defs.execution_waves.iter().flatten().cloned().collect();
+                let mut p = new_progress(
+                    &record.wp_id,
+                    job_id,
                     &record.execution_policy,
-                    &ledger.fold(),
-                )?;
-                progress_store.save(&mut p)?;
+                    &setup.loras,
+                    &defs.micro_tasks,
+                    &order,
+                );
+                let ext = LoopExt { events_checkpoint: Some(0), ..LoopExt::default() };
+                p.extra.insert(EXT_KEY.into(), serde_json::to_value(&ext).map_err(internal)?);
                 Ok(p)
-            });
-            match rebuilt {
+            }) {
                 Ok(p) => p,
                 Err(e) => return fail_corrupt(&state, &dir, &mut record, &e.to_string(), observer),
             }

@@ -727,6 +727,22 @@ fn corrupted_progress_file_resumes_to_the_same_state() {
     });
 }
 
+/// Both the progress artifact and the copy its last save replaced are unreadable: the job
+/// is rebuilt from its definitions, ledger and step outputs (8.6 item 1) and still ends
+/// exactly as the uninterrupted run, with no model call repeated.
+#[test]
+fn corrupted_progress_and_previous_copy_resume_to_the_same_state() {
+    damaged_then_resumed(|dir| {
+        for name in ["progress_artifact.json", "progress_artifact.prev.json"] {
+            let path = dir.join(name);
+            let mut bytes = std::fs::read(&path).unwrap();
+            let at = bytes.len() / 3;
+            bytes[at] = b'#';
+            std::fs::write(&path, bytes).unwrap();
+        }
+    });
+}
+
 #[test]
 fn disk_full_gives_a_clear_error_and_loses_nothing() {
     let root = tempfile::tempdir().unwrap();
