@@ -666,11 +666,11 @@ fn resume_planning(
         record,
         defs: Vec::new(),
         waves: Vec::new(),
-        ext: LoopExt::default(),
+        // Nothing was saved yet: every recorded state change may come again.
+        ext: LoopExt { events_checkpoint: Some(0), ..LoopExt::default() },
         log: log.clone(),
     };
-    let recorded = mtx_store::recorder::read_events(&dir.events())?;
-    log.arm_replay(recorded.into_iter().map(|e| e.envelope).collect());
+    arm_crash_replay(&job)?;
     let host = PluginHost::new(HostOptions { cache_dir: setup.cache_dir.clone() }, log).map_err(internal)?;
     let mut run = match Run::new(setup, observer, job, host) {
         Ok(r) => r,
@@ -1491,30 +1491,13 @@ impl<'a> Run<'a> {
             step_id: Some(JOB_SUMMARY_ID.into()),
             iteration: None,
         });
-        self.job.dir.write_step_files(&key, &[("prompt.txt", prompt.as_bytes())])?;
+        self.job.dir.write_step_file(&key, "prompt.txt", prompt.as_bytes())?;
         self.job.log.sync_events()?;
         let outcome = self.call_model(&request, &key)?;
         if let Some(text) = &outcome.text {
-            self.emit(
-                Event::new(
-                    "FR-EVT-LLM-INFERENCE",
-                    json!({
-                        "trace_id": self.job.record.trace_id,
-                        "model_id": level.model_id,
-                        "lora_id": Value::Null,
-                        "step_id": JOB_SUMMARY_ID,
-                        "idempotency_key": key,
-                        "operation": "job_summary",
-                        "token_usage": {
-                            "prompt_tokens": outcome.prompt_tokens,
-                            "completion_tokens": outcome.completion_tokens,
-                            "total_tokens": outcome.prompt_tokens + outcome.completion_tokens,
-                        },
-                        "response_ref": outcome.output_ref,
-                    }),
-                )
-                .model(&level.model_id),
-            )?;
+            let mut payload = self.inference_payload(&level.model_id, None, JOB_SUMMARY_ID, &key, &outcome);
+            payload["operation"] = json!("job_summary");
+            self.emit(Event::new("FR-EVT-LLM-INFERENCE", payload).model(&level.model_id))?;
             self.job.ext.total_tokens += outcome.prompt_tokens + outcome.completion_tokens;
             tracing::debug!(chars = text.len(), "job summary generated");
         }
@@ -1990,27 +1973,10 @@ impl<'a> Run<'a> {
             )?;
         }
         if outcome.text.is_some() || outcome.prompt_tokens > 0 {
+            let mut payload = self.inference_payload(&model_id, lora_id.as_deref(), &step_id, &key, &outcome);
+            payload["mt_id"] = json!(mt_id);
             self.emit(
-                Event::new(
-                    "FR-EVT-LLM-INFERENCE",
-                    json!({
-                        "trace_id": self.job.record.trace_id,
-                        "model_id": model_id,
-                        "lora_id": lora_id,
-                        "mt_id": mt_id,
-                        "step_id": step_id,
-                        "idempotency_key": key,
-                        "token_usage": {
-                            "prompt_tokens": outcome.prompt_tokens,
-                            "completion_tokens": outcome.completion_tokens,
-                            "total_tokens": outcome.prompt_tokens + outcome.completion_tokens,
-                        },
-                        "response_ref": outcome.output_ref,
-                    }),
-                )
-                .mt(&mt_id)
-                .iteration(iteration)
-                .model(&model_id),
+                Event::new("FR-EVT-LLM-INFERENCE", payload).mt(&mt_id).iteration(iteration).model(&model_id),
             )?;
         }
         // 5.15: a cancel request is honoured right after the model call as well; the
@@ -3285,6 +3251,30 @@ impl<'a> Run<'a> {
             && intent.lora_id.as_deref() == lora_id
             && intent.iteration == iteration;
         Ok(same.then_some(intent))
+    }
+
+    /// The FR-EVT-LLM-INFERENCE payload of one answered model call.
+    fn inference_payload(
+        &self,
+        model_id: &str,
+        lora_id: Option<&str>,
+        step_id: &str,
+        key: &str,
+        outcome: &ModelOutcome,
+    ) -> Value {
+        json!({
+            "trace_id": self.job.record.trace_id,
+            "model_id": model_id,
+            "lora_id": lora_id,
+            "step_id": step_id,
+            "idempotency_key": key,
+            "token_usage": {
+                "prompt_tokens": outcome.prompt_tokens,
+                "completion_tokens": outcome.completion_tokens,
+                "total_tokens": outcome.prompt_tokens + outcome.completion_tokens,
+            },
+            "response_ref": outcome.output_ref,
+        })
     }
 
     /// 5.3 j with 11.2: the model call, or the stored response for this idempotency key.

@@ -73,14 +73,18 @@ impl ProgressStore {
 
     /// Reads, parses and validates the document.
     pub fn load<T: ProgressDocument>(&self) -> Result<T, StoreError> {
-        let bytes = std::fs::read(&self.path).map_err(|e| StoreError::io(&self.path, e))?;
+        self.load_from(&self.path)
+    }
+
+    fn load_from<T: ProgressDocument>(&self, path: &Path) -> Result<T, StoreError> {
+        let bytes = std::fs::read(path).map_err(|e| StoreError::io(path, e))?;
         if bytes.len() as u64 > self.cap {
             return Err(StoreError::corrupt(
-                &self.path,
+                path,
                 format!("file is {} bytes, over the {} byte cap", bytes.len(), self.cap),
             ));
         }
-        parse_and_validate(&self.path, &bytes)
+        parse_and_validate(path, &bytes)
     }
 
     /// Where the document replaced by the last save is kept
@@ -93,12 +97,7 @@ impl ProgressStore {
     /// Reads, parses and validates the document the last save replaced: what a job falls
     /// back to when the current document is corrupt (8.6).
     pub fn load_previous<T: ProgressDocument>(&self) -> Result<T, StoreError> {
-        let path = self.previous_path();
-        let bytes = std::fs::read(&path).map_err(|e| StoreError::io(&path, e))?;
-        if bytes.len() as u64 > self.cap {
-            return Err(StoreError::corrupt(&path, format!("file is {} bytes, over the cap", bytes.len())));
-        }
-        parse_and_validate(&path, &bytes)
+        self.load_from(&self.previous_path())
     }
 
     /// Refreshes, validates and atomically replaces the document; returns the bytes written.
