@@ -16,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
-use mtx_types::progress::ProgressArtifact;
+use mtx_types::progress::{ARCHIVE_DIR, ArchiveChunk, DetachedHistory, ProgressArtifact};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -28,11 +28,40 @@ use crate::fsutil::atomic_write_hooked;
 pub const PROGRESS_CAP_BYTES: u64 = 10 * 1024 * 1024;
 
 /// A document the progress store can hold.
+///
+/// A document may keep old history in chunk files next to it (11.4): in memory it holds
+/// everything, the saved form leaves the archived part out and names the chunks. The
+/// hooks for that default to a document without chunks.
 pub trait ProgressDocument: Serialize + DeserializeOwned {
-    /// Schema rules serde cannot check; each string names one problem.
+    /// Schema rules serde cannot check, on the in-memory form; each string names one problem.
     fn validate(&self) -> Result<(), Vec<String>>;
     /// Called by `save` before writing: refresh `updated_at` and the aggregates (8.2 item 4).
     fn refresh(&mut self);
+    /// New chunks to write before this save; nothing is recorded until they are adopted.
+    fn cut_chunks(&self) -> Vec<ArchiveChunk> {
+        Vec::new()
+    }
+    /// Records chunks whose files are durable.
+    fn adopt_chunks(&mut self, _chunks: Vec<ArchiveChunk>) {}
+    /// Takes the archived history out (in-memory form to saved form).
+    fn detach(&mut self) -> DetachedHistory {
+        DetachedHistory::default()
+    }
+    /// Puts back what `detach` took.
+    fn restore(&mut self, _detached: DetachedHistory) {}
+    /// `refresh` on the saved form.
+    fn refresh_saved(&mut self) {
+        self.refresh()
+    }
+    /// `validate` on the saved form.
+    fn validate_saved(&self) -> Result<(), Vec<String>> {
+        self.validate()
+    }
+    /// Reads the archived history back (saved form to in-memory form); `read` returns a
+    /// chunk's bytes by its path relative to the document's directory.
+    fn attach(&mut self, _read: &mut dyn FnMut(&str) -> Result<Vec<u8>, String>) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 impl ProgressDocument for ProgressArtifact {
@@ -43,6 +72,35 @@ impl ProgressDocument for ProgressArtifact {
     fn refresh(&mut self) {
         self.updated_at = mtx_types::now_rfc3339();
         self.recompute_aggregate_stats();
+    }
+
+    fn cut_chunks(&self) -> Vec<ArchiveChunk> {
+        self.cut_archive_chunks()
+    }
+
+    fn adopt_chunks(&mut self, chunks: Vec<ArchiveChunk>) {
+        self.adopt_archive_chunks(chunks)
+    }
+
+    fn detach(&mut self) -> DetachedHistory {
+        self.detach_archived()
+    }
+
+    fn restore(&mut self, detached: DetachedHistory) {
+        self.restore_archived(detached)
+    }
+
+    fn refresh_saved(&mut self) {
+        self.updated_at = mtx_types::now_rfc3339();
+        self.recompute_aggregate_stats_saved();
+    }
+
+    fn validate_saved(&self) -> Result<(), Vec<String>> {
+        ProgressArtifact::validate_saved(self)
+    }
+
+    fn attach(&mut self, read: &mut dyn FnMut(&str) -> Result<Vec<u8>, String>) -> Result<(), String> {
+        self.attach_archived(read)
     }
 }
 
@@ -102,9 +160,46 @@ impl ProgressStore {
 
     /// Refreshes, validates and atomically replaces the document; returns the bytes written.
     /// The replaced document stays readable through [`ProgressStore::load_previous`].
+    ///
+    /// History the document archives (11.4) is written to its chunk files first, so the
+    /// saved document never names a chunk that is not durable; the document's size, and
+    /// so the cost of a save, stays bounded however long the job runs.
     pub fn save<T: ProgressDocument>(&self, doc: &mut T) -> Result<u64, StoreError> {
-        doc.refresh();
-        if let Err(problems) = doc.validate() {
+        let chunks = doc.cut_chunks();
+        if !chunks.is_empty() {
+            self.write_chunks(&chunks)?;
+            doc.adopt_chunks(chunks);
+        }
+        let detached = doc.detach();
+        let written = self.write_saved(doc);
+        doc.restore(detached);
+        written
+    }
+
+    /// Chunk files go in with one directory fsync; an existing chunk is replaced by the
+    /// same bytes (chunks depend only on their records), which a save repeated after a
+    /// crash relies on.
+    fn write_chunks(&self, chunks: &[ArchiveChunk]) -> Result<(), StoreError> {
+        let root = self.path.parent().unwrap_or_else(|| Path::new("."));
+        let dir = root.join(ARCHIVE_DIR);
+        let mut files = Vec::with_capacity(chunks.len());
+        for chunk in chunks {
+            let name = chunk.reference.path.strip_prefix(&format!("{ARCHIVE_DIR}/")).unwrap_or_default();
+            if name.is_empty() || name.contains('/') {
+                return Err(StoreError::invalid(
+                    "archive chunk",
+                    format!("bad path {}", chunk.reference.path),
+                ));
+            }
+            files.push((name, chunk.bytes.as_slice()));
+        }
+        crate::fsutil::atomic_write_all(&dir, &files).map_err(|e| StoreError::io(&dir, e))
+    }
+
+    /// Writes `doc`, already in its saved form.
+    fn write_saved<T: ProgressDocument>(&self, doc: &mut T) -> Result<u64, StoreError> {
+        doc.refresh_saved();
+        if let Err(problems) = doc.validate_saved() {
             return Err(StoreError::invalid("progress artifact", problems.join("; ")));
         }
         let mut value = serde_json::to_value(&*doc)
@@ -178,7 +273,10 @@ pub fn parse_and_validate<T: ProgressDocument>(path: &Path, bytes: &[u8]) -> Res
             ));
         }
     }
-    let doc: T = serde_json::from_value(value).map_err(|e| StoreError::corrupt(path, e.to_string()))?;
+    let mut doc: T = serde_json::from_value(value).map_err(|e| StoreError::corrupt(path, e.to_string()))?;
+    let root = path.parent().unwrap_or_else(|| Path::new("."));
+    doc.attach(&mut |rel| std::fs::read(root.join(rel)).map_err(|e| format!("archive chunk {rel}: {e}")))
+        .map_err(|problem| StoreError::corrupt(path, problem))?;
     doc.validate().map_err(|problems| StoreError::corrupt(path, problems.join("; ")))?;
     Ok(doc)
 }
@@ -297,5 +395,90 @@ pub(crate) mod tests {
         std::fs::write(&path, text).unwrap();
         let err = store.load::<Doc>().unwrap_err();
         assert!(err.to_string().contains("content_sha256"), "{err}");
+    }
+
+    /// The sample artifact with `n` iterations of MT-001, all at level 0.
+    fn long_progress(n: u32) -> ProgressArtifact {
+        let mut doc = crate::rebuild::tests::sample_progress();
+        doc.micro_tasks[0].status = mtx_types::progress::MTStatus::InProgress;
+        doc.micro_tasks[0].iterations = (1..=n)
+            .map(|i| {
+                crate::rebuild::tests::record(
+                    &mtx_types::step_id("MT-001", i),
+                    i,
+                    mtx_types::progress::IterationOutcome::Retry,
+                )
+            })
+            .collect();
+        doc
+    }
+
+    #[test]
+    fn a_long_history_is_saved_in_chunks_and_loads_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("progress_artifact.json");
+        let store = ProgressStore::new(&path);
+        let mut doc = long_progress(40);
+        store.save(&mut doc).unwrap();
+        assert!(!dir.path().join(ARCHIVE_DIR).exists(), "a short history stays inline");
+        let small = std::fs::metadata(&path).unwrap().len();
+
+        let mut doc = long_progress(1000);
+        store.save(&mut doc).unwrap();
+        assert_eq!(doc.micro_tasks[0].iterations.len(), 1000, "the caller's document keeps every record");
+        assert_eq!(doc.micro_tasks[0].archived_iterations.len(), 30);
+        let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(saved["micro_tasks"][0]["iterations"].as_array().unwrap().len(), 40);
+        assert_eq!(saved["aggregate_stats"]["total_iterations"], 1000);
+        assert!(std::fs::metadata(&path).unwrap().len() < small * 3, "the saved form stays small");
+        assert_eq!(std::fs::read_dir(dir.path().join(ARCHIVE_DIR)).unwrap().count(), 30);
+
+        let loaded: ProgressArtifact = store.load().unwrap();
+        assert_eq!(loaded, doc);
+        assert_eq!(loaded.aggregate_stats.total_iterations, 1000);
+
+        // Later saves add chunks; earlier ones are not rewritten.
+        let first = dir.path().join(ARCHIVE_DIR).join("MT-001_00001.json");
+        let before = std::fs::metadata(&first).unwrap().modified().unwrap();
+        let mut more = doc.clone();
+        let extra = long_progress(1100).micro_tasks[0].iterations.split_off(1000);
+        more.micro_tasks[0].iterations.extend(extra);
+        store.save(&mut more).unwrap();
+        assert_eq!(more.micro_tasks[0].archived_iterations.len(), 33);
+        assert_eq!(std::fs::metadata(&first).unwrap().modified().unwrap(), before);
+        assert_eq!(store.load::<ProgressArtifact>().unwrap(), more);
+    }
+
+    #[test]
+    fn a_missing_or_edited_archive_chunk_is_state_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("progress_artifact.json");
+        let store = ProgressStore::new(&path);
+        store.save(&mut long_progress(200)).unwrap();
+        let chunk = dir.path().join(ARCHIVE_DIR).join("MT-001_00033.json");
+        let good = std::fs::read(&chunk).unwrap();
+
+        std::fs::write(
+            &chunk,
+            String::from_utf8(good.clone()).unwrap().replacen(
+                "\"tokens_prompt\":10",
+                "\"tokens_prompt\":11",
+                1,
+            ),
+        )
+        .unwrap();
+        let err = store.load::<ProgressArtifact>().unwrap_err();
+        assert!(matches!(err, StoreError::StateCorruption { .. }), "{err}");
+        assert!(err.to_string().contains("MT-001_00033.json"), "{err}");
+
+        std::fs::remove_file(&chunk).unwrap();
+        let err = store.load::<ProgressArtifact>().unwrap_err();
+        assert!(
+            matches!(err, StoreError::StateCorruption { .. })
+                && err.to_string().contains("MT-001_00033.json")
+        );
+
+        std::fs::write(&chunk, good).unwrap();
+        assert_eq!(store.load::<ProgressArtifact>().unwrap().micro_tasks[0].iterations.len(), 200);
     }
 }

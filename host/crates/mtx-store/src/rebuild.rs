@@ -139,7 +139,7 @@ pub(crate) mod tests {
         serde_json::from_str(raw).unwrap()
     }
 
-    fn record(step_id: &str, iteration: u32, outcome: IterationOutcome) -> IterationRecord {
+    pub(crate) fn record(step_id: &str, iteration: u32, outcome: IterationOutcome) -> IterationRecord {
         IterationRecord {
             iteration,
             step_id: step_id.into(),

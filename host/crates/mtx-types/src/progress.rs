@@ -112,6 +112,85 @@ pub struct EffectiveLimits {
     pub max_duration_ms: u64,
 }
 
+/// Records per archive chunk: an MT keeps between `ARCHIVE_CHUNK` and
+/// `2 * ARCHIVE_CHUNK - 1` records inline once it has any archived.
+pub const ARCHIVE_CHUNK: usize = 32;
+
+/// Job-relative directory of the archive chunks.
+pub const ARCHIVE_DIR: &str = "progress_archive";
+
+/// \[D\] One archive chunk of an MT's iteration records (11.4: iteration details move
+/// out of the progress artifact, keeping refs). The chunk file is a JSON array of
+/// IterationRecords; the totals let the artifact's aggregate and numbering checks work
+/// without reading it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IterationArchiveRef {
+    /// Path relative to the job directory, under `progress_archive/`.
+    pub path: String,
+    /// SHA-256 of the chunk file's bytes.
+    pub sha256: Sha256Hex,
+    pub count: u32,
+    pub last_escalation_level: u32,
+    pub last_iteration: u32,
+    pub tokens_prompt: u64,
+    pub tokens_completion: u64,
+    pub duration_ms: u64,
+}
+
+impl IterationArchiveRef {
+    /// Refuses a path that is not a plain file name under `progress_archive/`, so an
+    /// edited reference cannot make a reader open anything else.
+    pub fn check_path(&self) -> Result<(), String> {
+        let path = &self.path;
+        let safe = path
+            .strip_prefix(&format!("{ARCHIVE_DIR}/"))
+            .is_some_and(|name| !name.is_empty() && !name.contains(['/', '\\']) && !name.starts_with('.'));
+        if safe {
+            Ok(())
+        } else {
+            Err(format!("archive chunk path {path:?} is not a file under {ARCHIVE_DIR}/"))
+        }
+    }
+
+    /// Parses chunk bytes and checks them against this reference.
+    pub fn check(&self, bytes: &[u8]) -> Result<Vec<IterationRecord>, String> {
+        self.check_path()?;
+        let path = &self.path;
+        let computed = crate::common::sha256_hex(bytes);
+        if computed != self.sha256 {
+            return Err(format!("archive chunk {path} has sha256 {computed}, recorded {}", self.sha256));
+        }
+        let records: Vec<IterationRecord> =
+            serde_json::from_slice(bytes).map_err(|e| format!("archive chunk {path}: {e}"))?;
+        let last = records.last().map(|r| (r.escalation_level, r.iteration));
+        let totals = (
+            records.iter().map(|r| r.tokens_prompt).sum::<u64>(),
+            records.iter().map(|r| r.tokens_completion).sum::<u64>(),
+            records.iter().map(|r| r.duration_ms).sum::<u64>(),
+        );
+        if records.len() != self.count as usize
+            || last != Some((self.last_escalation_level, self.last_iteration))
+            || totals != (self.tokens_prompt, self.tokens_completion, self.duration_ms)
+        {
+            return Err(format!("archive chunk {path} does not match its recorded count and totals"));
+        }
+        Ok(records)
+    }
+}
+
+/// A chunk to write before the progress artifact that names it.
+#[derive(Debug, Clone)]
+pub struct ArchiveChunk {
+    /// Index of the entry in `micro_tasks`.
+    pub entry: usize,
+    pub reference: IterationArchiveRef,
+    pub bytes: Vec<u8>,
+}
+
+/// Archived records taken out for a write of the saved form.
+#[derive(Debug, Default)]
+pub struct DetachedHistory(Vec<(usize, Vec<IterationRecord>)>);
+
 /// MTX-SPEC 3.7.5 MTStatus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -143,6 +222,11 @@ pub struct MTProgressEntry {
     pub status: MTStatus,
     #[serde(default)]
     pub iterations: Vec<IterationRecord>,
+    /// \[D\] Chunk files holding the MT's oldest iteration records (11.4). In memory
+    /// `iterations` holds every record and these chunks cover its prefix; the saved form
+    /// leaves the covered records out. See [`ProgressArtifact::cut_archive_chunks`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub archived_iterations: Vec<IterationArchiveRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_iteration: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -160,6 +244,11 @@ pub struct MTProgressEntry {
 }
 
 impl MTProgressEntry {
+    /// How many of the oldest records the archive chunks hold.
+    pub fn archived_count(&self) -> usize {
+        self.archived_iterations.iter().map(|c| c.count as usize).sum()
+    }
+
     /// A fresh `pending` entry with no history.
     pub fn pending(mt_id: impl Into<String>, name: impl Into<String>) -> Self {
         MTProgressEntry {
@@ -167,6 +256,7 @@ impl MTProgressEntry {
             name: name.into(),
             status: MTStatus::Pending,
             iterations: Vec::new(),
+            archived_iterations: Vec::new(),
             final_iteration: None,
             final_model_level: None,
             escalation_record_ref: None,
@@ -320,6 +410,18 @@ impl ProgressArtifact {
     /// current state's totals; a distillation candidate counts once it has been written
     /// (it carries a `candidate_ref` or a `skill_log_entry_id`).
     pub fn recompute_aggregate_stats(&mut self) {
+        self.aggregate_stats = self.aggregate(false);
+    }
+
+    /// [`ProgressArtifact::recompute_aggregate_stats`] for the saved form (archived records
+    /// left out of `iterations`).
+    pub fn recompute_aggregate_stats_saved(&mut self) {
+        self.aggregate_stats = self.aggregate(true);
+    }
+
+    /// Archived records count through their chunks' totals in both forms, so the work
+    /// does not grow with the job's history.
+    fn aggregate(&self, saved: bool) -> AggregateStats {
         let mut s = AggregateStats {
             total_mts: self.micro_tasks.len() as u32,
             escalation_count: self.current_state.total_escalations,
@@ -333,7 +435,14 @@ impl ProgressArtifact {
                 MTStatus::Skipped => s.skipped_mts += 1,
                 MTStatus::Pending | MTStatus::InProgress => {}
             }
-            for it in &entry.iterations {
+            for chunk in &entry.archived_iterations {
+                s.total_iterations += chunk.count;
+                s.total_tokens_prompt += chunk.tokens_prompt;
+                s.total_tokens_completion += chunk.tokens_completion;
+                s.total_duration_ms += chunk.duration_ms;
+            }
+            let skip = if saved { 0 } else { entry.archived_count().min(entry.iterations.len()) };
+            for it in &entry.iterations[skip..] {
                 s.total_iterations += 1;
                 s.total_tokens_prompt += it.tokens_prompt;
                 s.total_tokens_completion += it.tokens_completion;
@@ -347,7 +456,95 @@ impl ProgressArtifact {
                 s.distillation_candidates_generated += 1;
             }
         }
-        self.aggregate_stats = s;
+        s
+    }
+
+    /// New archive chunks for every MT holding at least `2 * ARCHIVE_CHUNK` records past
+    /// its archived prefix: each takes the oldest `ARCHIVE_CHUNK` of them. The caller
+    /// writes the chunk files, then hands them to [`ProgressArtifact::adopt_archive_chunks`];
+    /// the in-memory records stay where they are. Chunk names and bytes depend only on the
+    /// records, so cutting again after a crash rewrites the same files.
+    pub fn cut_archive_chunks(&self) -> Vec<ArchiveChunk> {
+        let mut chunks = Vec::new();
+        for (index, entry) in self.micro_tasks.iter().enumerate() {
+            let mut start = entry.archived_count();
+            while entry.iterations.len().saturating_sub(start) >= 2 * ARCHIVE_CHUNK {
+                let records = &entry.iterations[start..start + ARCHIVE_CHUNK];
+                let mut bytes = serde_json::to_vec(records).expect("iteration records serialise");
+                bytes.push(b'\n');
+                let last = &records[ARCHIVE_CHUNK - 1];
+                let reference = IterationArchiveRef {
+                    path: format!("{ARCHIVE_DIR}/{}_{:05}.json", entry.mt_id, start + 1),
+                    sha256: crate::common::sha256_hex(&bytes),
+                    count: ARCHIVE_CHUNK as u32,
+                    last_escalation_level: last.escalation_level,
+                    last_iteration: last.iteration,
+                    tokens_prompt: records.iter().map(|r| r.tokens_prompt).sum(),
+                    tokens_completion: records.iter().map(|r| r.tokens_completion).sum(),
+                    duration_ms: records.iter().map(|r| r.duration_ms).sum(),
+                };
+                chunks.push(ArchiveChunk { entry: index, reference, bytes });
+                start += ARCHIVE_CHUNK;
+            }
+        }
+        chunks
+    }
+
+    /// Records chunks cut by [`ProgressArtifact::cut_archive_chunks`] once their files
+    /// are durable.
+    pub fn adopt_archive_chunks(&mut self, chunks: Vec<ArchiveChunk>) {
+        for chunk in chunks {
+            if let Some(entry) = self.micro_tasks.get_mut(chunk.entry) {
+                entry.archived_iterations.push(chunk.reference);
+            }
+        }
+    }
+
+    /// Turns the in-memory form into the saved form: takes every entry's archived records
+    /// out of `iterations`. [`ProgressArtifact::restore_archived`] puts them back.
+    pub fn detach_archived(&mut self) -> DetachedHistory {
+        let mut held = Vec::new();
+        for (index, entry) in self.micro_tasks.iter_mut().enumerate() {
+            let archived = entry.archived_count().min(entry.iterations.len());
+            if archived > 0 {
+                let tail = entry.iterations.split_off(archived);
+                held.push((index, std::mem::replace(&mut entry.iterations, tail)));
+            }
+        }
+        DetachedHistory(held)
+    }
+
+    /// Undoes [`ProgressArtifact::detach_archived`].
+    pub fn restore_archived(&mut self, detached: DetachedHistory) {
+        for (index, mut head) in detached.0 {
+            if let Some(entry) = self.micro_tasks.get_mut(index) {
+                head.append(&mut entry.iterations);
+                entry.iterations = head;
+            }
+        }
+    }
+
+    /// Turns a loaded saved form into the in-memory form: `read` returns a chunk's bytes by
+    /// its job-relative path. Each chunk must match its recorded hash and totals; every
+    /// failure names the chunk.
+    pub fn attach_archived(
+        &mut self,
+        mut read: impl FnMut(&str) -> Result<Vec<u8>, String>,
+    ) -> Result<(), String> {
+        for entry in &mut self.micro_tasks {
+            if entry.archived_iterations.is_empty() {
+                continue;
+            }
+            let mut all = Vec::new();
+            for chunk in &entry.archived_iterations {
+                chunk.check_path()?;
+                let records = chunk.check(&read(&chunk.path)?)?;
+                all.extend(records);
+            }
+            all.append(&mut entry.iterations);
+            entry.iterations = all;
+        }
+        Ok(())
     }
 
     /// Checks the schema rules serde cannot: the const `schema_version`, MT id patterns,
@@ -355,6 +552,16 @@ impl ProgressArtifact {
     /// step id of each iteration (the attempt ordinal across levels, 3.8.2), and levels
     /// that exist in the policy's chain. Returns every problem found.
     pub fn validate(&self) -> Result<(), Vec<String>> {
+        self.validate_form(false)
+    }
+
+    /// [`ProgressArtifact::validate`] for the saved form, whose entries leave their
+    /// archived records out: numbering continues from each entry's last chunk.
+    pub fn validate_saved(&self) -> Result<(), Vec<String>> {
+        self.validate_form(true)
+    }
+
+    fn validate_form(&self, saved: bool) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
         if self.schema_version != PROGRESS_SCHEMA_VERSION {
             problems.push(format!(
@@ -389,8 +596,21 @@ impl ProgressArtifact {
             if !seen.insert(mt.as_str()) {
                 problems.push(format!("micro_tasks has more than one entry for {mt}"));
             }
-            let mut previous: Option<(u32, u32)> = None;
+            let archived = entry.archived_count();
+            let (offset, mut previous) = if saved {
+                let last = entry.archived_iterations.last();
+                (archived, last.map(|c| (c.last_escalation_level, c.last_iteration)))
+            } else {
+                if archived > entry.iterations.len() {
+                    problems.push(format!(
+                        "{mt} archive chunks cover {archived} records but only {} are loaded",
+                        entry.iterations.len()
+                    ));
+                }
+                (0, None)
+            };
             for (ordinal, it) in entry.iterations.iter().enumerate() {
+                let ordinal = ordinal + offset;
                 let expected_iteration = match previous {
                     Some((level, n)) if level == it.escalation_level => n + 1,
                     _ => 1,
@@ -536,5 +756,112 @@ pub(crate) mod tests {
         assert!(problems.iter().any(|m| m.contains("\"MT-1\"")));
         assert!(problems.iter().any(|m| m.contains("numbered 3, expected 2")));
         assert!(problems.iter().any(|m| m.contains("expected \"MT-001_iter-003\"")));
+    }
+
+    /// An MT with `n` records: four per level, levels 0, 1, 2, ...
+    fn long_mt(n: u32) -> ProgressArtifact {
+        let mut p = artifact();
+        p.policy.escalation_chain = (0..=n / 4)
+            .map(|level| crate::policy::EscalationLevel {
+                level,
+                model_id: "qwen2.5-coder:7b".into(),
+                lora_id: None,
+                lora_selector: None,
+                is_cloud: false,
+                is_hard_gate: false,
+                context_window: 8192,
+            })
+            .collect();
+        let entry = &mut p.micro_tasks[1];
+        entry.status = MTStatus::InProgress;
+        entry.iterations = (0..n).map(|i| iteration("MT-002", i + 1, i % 4 + 1, i / 4)).collect();
+        for (i, r) in entry.iterations.iter_mut().enumerate() {
+            r.tokens_prompt = 100 + i as u64;
+            r.duration_ms = 7 * i as u64;
+        }
+        p
+    }
+
+    #[test]
+    fn chunks_are_cut_only_from_a_long_history_and_leave_a_bounded_tail_inline() {
+        let short = long_mt(2 * ARCHIVE_CHUNK as u32 - 1);
+        assert!(short.cut_archive_chunks().is_empty());
+        let mut p = long_mt(100);
+        let chunks = p.cut_archive_chunks();
+        // 100 records: two chunks of 32, 36 left inline (32..=63).
+        assert_eq!(chunks.len(), 2);
+        assert!(chunks.iter().all(|c| c.entry == 1));
+        assert_eq!(chunks[0].reference.path, "progress_archive/MT-002_00001.json");
+        assert_eq!(chunks[1].reference.path, "progress_archive/MT-002_00033.json");
+        assert_eq!(chunks[1].reference.last_iteration, 4);
+        assert_eq!(chunks[1].reference.last_escalation_level, 15);
+        // The same records give the same chunk bytes: a repeated save rewrites them unchanged.
+        assert_eq!(p.cut_archive_chunks()[0].bytes, chunks[0].bytes);
+        p.adopt_archive_chunks(chunks);
+        assert!(p.cut_archive_chunks().is_empty(), "nothing new to cut");
+        assert_eq!(p.micro_tasks[1].archived_count(), 64);
+    }
+
+    #[test]
+    fn the_saved_form_leaves_archived_records_out_and_keeps_totals_and_numbering() {
+        let mut p = long_mt(100);
+        p.recompute_aggregate_stats();
+        let full_stats = p.aggregate_stats.clone();
+        let chunks = p.cut_archive_chunks();
+        let files: std::collections::HashMap<String, Vec<u8>> =
+            chunks.iter().map(|c| (c.reference.path.clone(), c.bytes.clone())).collect();
+        p.adopt_archive_chunks(chunks);
+        let in_memory = p.clone();
+
+        let detached = p.detach_archived();
+        assert_eq!(p.micro_tasks[1].iterations.len(), 36);
+        assert_eq!(p.micro_tasks[1].iterations[0].step_id, "MT-002_iter-065");
+        p.recompute_aggregate_stats_saved();
+        assert_eq!(p.aggregate_stats, full_stats);
+        assert_eq!(p.validate_saved(), Ok(()));
+        let saved = serde_json::to_value(&p).unwrap();
+        p.restore_archived(detached);
+        assert_eq!(p, in_memory);
+
+        // Loading the saved form reads the chunks back.
+        let mut loaded: ProgressArtifact = serde_json::from_value(saved).unwrap();
+        loaded
+            .attach_archived(|path| files.get(path).cloned().ok_or_else(|| format!("{path} missing")))
+            .unwrap();
+        assert_eq!(loaded, in_memory);
+        assert_eq!(loaded.validate(), Ok(()));
+        loaded.recompute_aggregate_stats();
+        assert_eq!(loaded.aggregate_stats, full_stats);
+    }
+
+    #[test]
+    fn an_archive_chunk_that_does_not_match_its_reference_is_refused() {
+        let mut p = long_mt(64);
+        let chunks = p.cut_archive_chunks();
+        let good = chunks[0].bytes.clone();
+        p.adopt_archive_chunks(chunks);
+        let reference = p.micro_tasks[1].archived_iterations[0].clone();
+        assert_eq!(reference.check(&good).unwrap().len(), ARCHIVE_CHUNK);
+
+        let edited = String::from_utf8(good.clone()).unwrap().replacen(
+            "\"tokens_prompt\":100",
+            "\"tokens_prompt\":1",
+            1,
+        );
+        assert!(reference.check(edited.as_bytes()).unwrap_err().contains("sha256"));
+
+        let mut lying = reference.clone();
+        lying.tokens_prompt += 1;
+        assert!(lying.check(&good).unwrap_err().contains("totals"));
+
+        let mut escaping = reference.clone();
+        escaping.path = "progress_archive/../progress_artifact.json".into();
+        assert!(escaping.check_path().is_err());
+        escaping.path = "/etc/passwd".into();
+        let mut saved = p.clone();
+        saved.micro_tasks[1].archived_iterations[0] = escaping;
+        let _ = saved.detach_archived();
+        let err = saved.attach_archived(|_| panic!("a refused path is never read")).unwrap_err();
+        assert!(err.contains("is not a file under progress_archive/"), "{err}");
     }
 }
