@@ -173,7 +173,7 @@ impl Job {
     /// Writes the progress artifact atomically, with the loop bookkeeping inside.
     pub fn save_progress(&mut self) -> Result<(), ExecError> {
         // Write-ahead: the events describing this state are durable before it is.
-        self.log.sync_events()?;
+        self.log.sync()?;
         self.ext.events_checkpoint = Some(self.log.recorder().next_seq());
         let ext = serde_json::to_value(&self.ext).map_err(internal)?;
         self.progress.extra.insert(EXT_KEY.into(), ext);

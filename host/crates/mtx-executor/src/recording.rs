@@ -11,6 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use mtx_plugin::{GrantUse, PluginCall, PluginLog, PluginRecorder};
 use mtx_store::ledger::PluginCallRecord;
+use mtx_store::recorder::StoredEvent;
 use mtx_store::{Event, EventEnvelope, FlightRecorder, JobHistory, LedgerRecord, RunLedger, StoreError};
 use mtx_toolbus::observer::{capability_action_payload, gate_outcome_payload};
 use mtx_toolbus::{GateOutcome, PlannedOperation, ToolBusObserver, ToolCallRecord};
@@ -34,6 +35,9 @@ pub struct JobLog {
     /// State changes a crashed process recorded after its last progress save (see
     /// [`JobLog::arm_replay`]), keyed by [`replay_key`].
     replay: Mutex<Vec<(String, EventEnvelope)>>,
+    /// Events recorded but not yet in the Job History index, which takes them at each
+    /// barrier in one transaction.
+    unindexed: Mutex<Vec<StoredEvent>>,
 }
 
 /// Whether an event records a state change of the job (an MT started, decided, escalated,
@@ -95,6 +99,7 @@ impl JobLog {
             unseen: Mutex::new(Vec::new()),
             scope: Mutex::new(StepScope::default()),
             replay: Mutex::new(Vec::new()),
+            unindexed: Mutex::new(Vec::new()),
         }
     }
 
@@ -138,12 +143,31 @@ impl JobLog {
         Some(tail.remove(at).1)
     }
 
-    /// Makes every event recorded so far durable. The loop calls it before each progress
-    /// save and each side effect (model call, workspace write, validation), which keeps
-    /// the Flight Recorder written ahead of them with one fdatasync per barrier instead of
-    /// one per event (the job's recorder runs in group commit).
-    pub fn sync_events(&self) -> Result<(), StoreError> {
-        self.recorder.sync()
+    /// Makes every event and every deferred ledger record written so far durable. The
+    /// loop calls it before each progress save and each side effect (model call,
+    /// workspace write, validation), which keeps the Flight Recorder and the ledger
+    /// written ahead of them with one fdatasync per file and barrier instead of one per
+    /// record (the job's recorder runs in group commit; plugin-call records and step
+    /// completions are deferred ledger appends).
+    ///
+    /// The Job History index takes the events after they are durable; it is derived
+    /// (rebuildable from `events.jsonl`), so a reader may see it one barrier behind.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.recorder.sync()?;
+        self.ledger().sync()?;
+        self.flush_index();
+        Ok(())
+    }
+
+    fn flush_index(&self) {
+        let pending = std::mem::take(&mut *lock(&self.unindexed));
+        if let Some(h) = self.history()
+            && let Err(e) = h.index_events(&self.job_id, &pending)
+        {
+            // The index is rebuildable from events.jsonl (`reindex`); a failed insert
+            // must not stop the job whose durable log already holds the events.
+            tracing::warn!(job_id = %self.job_id, error = %e, "job history index failed");
+        }
     }
 
     pub fn recorder(&self) -> &FlightRecorder {
@@ -173,15 +197,12 @@ impl JobLog {
             return Ok(recorded);
         }
         let stored = self.recorder.emit_stored(event)?;
-        if let Some(h) = self.history()
-            && let Err(e) = h.index_event(&self.job_id, &stored)
-        {
-            // The index is rebuildable from events.jsonl (`reindex`); a failed insert
-            // must not stop the job whose durable log already holds the event.
-            tracing::warn!(job_id = %self.job_id, error = %e, "job history index failed");
+        let envelope = stored.envelope.clone();
+        if self.history.is_some() {
+            lock(&self.unindexed).push(stored);
         }
-        lock(&self.unseen).push(stored.envelope.clone());
-        Ok(stored.envelope)
+        lock(&self.unseen).push(envelope.clone());
+        Ok(envelope)
     }
 
     /// Events recorded since the last call, in order.
@@ -197,6 +218,18 @@ impl JobLog {
 
     pub fn append(&self, record: &LedgerRecord) -> Result<u64, StoreError> {
         self.ledger().append(record)
+    }
+
+    /// A ledger append made durable by the next [`JobLog::sync`].
+    pub fn append_deferred(&self, record: &LedgerRecord) -> Result<u64, StoreError> {
+        self.ledger().append_deferred(record)
+    }
+}
+
+impl Drop for JobLog {
+    /// A job that stops between barriers (an error path) still leaves its events indexed.
+    fn drop(&mut self) {
+        self.flush_index();
     }
 }
 
@@ -256,7 +289,7 @@ impl PluginRecorder for JobLog {
             mt_id: scope.mt_id.clone(),
             step_id: scope.step_id.clone(),
         });
-        if let Err(e) = self.append(&record) {
+        if let Err(e) = self.append_deferred(&record) {
             tracing::error!(job_id = %self.job_id, error = %e, "ledger write of a plugin call failed");
         }
     }

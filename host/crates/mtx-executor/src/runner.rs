@@ -19,6 +19,7 @@ use mtx_loop::{
 };
 use mtx_plugin::bindings::types as wit;
 use mtx_plugin::{CallContext, HostOptions, LoadedPlugin, PluginError, PluginHost, ReportedError};
+use mtx_store::fsutil::Content;
 use mtx_store::history::StatusUpdate;
 use mtx_store::ledger::{LedgerHeader, ResumeRecord};
 use mtx_store::{
@@ -1492,7 +1493,7 @@ impl<'a> Run<'a> {
             iteration: None,
         });
         self.job.dir.write_step_file(&key, "prompt.txt", prompt.as_bytes())?;
-        self.job.log.sync_events()?;
+        self.job.log.sync()?;
         let outcome = self.call_model(&request, &key)?;
         if let Some(text) = &outcome.text {
             let mut payload = self.inference_payload(&level.model_id, None, JOB_SUMMARY_ID, &key, &outcome);
@@ -1924,7 +1925,7 @@ impl<'a> Run<'a> {
         let started_at = now_rfc3339();
         let started = Instant::now();
         // The announcement is durable before the step is journaled and the model called.
-        self.job.log.sync_events()?;
+        self.job.log.sync()?;
         self.job.log.ledger().append_step(&LedgerStep {
             step_id: step_id.clone(),
             idempotency_key: key.clone(),
@@ -1937,7 +1938,11 @@ impl<'a> Run<'a> {
             escalation_level: level,
         })?;
         let intent = serde_json::to_vec_pretty(&prepared).map_err(internal)?;
-        self.job.dir.write_step_files(&key, &[("prompt.txt", prompt.as_bytes()), (INTENT_FILE, &intent)])?;
+        let prompt_blob = self.artifacts.blob_path(&prompt_ref)?;
+        self.job.dir.write_step_entries(
+            &key,
+            &[("prompt.txt", Content::SameAs(&prompt_blob)), (INTENT_FILE, Content::Bytes(&intent))],
+        )?;
 
         // j. the model call (never repeated for a stored response)
         let outcome = if !overflow {
@@ -2021,7 +2026,7 @@ impl<'a> Run<'a> {
             let check = mtx_loop::verify_evidence(&signal, mt, &reader);
             signal.evidence_verified = Some(check.verified);
             let changed = self.changed_files(mt, &reader)?;
-            self.job.log.sync_events()?;
+            self.job.log.sync()?;
             let v = match self.run_validators(
                 mt,
                 &step_id,
@@ -2476,13 +2481,12 @@ impl<'a> Run<'a> {
             iteration_record: Some(record),
         };
         // The commit record goes first: `output.json` is the step's commit marker.
-        self.job.dir.write_step_file(
-            &key,
-            COMMIT_FILE,
-            &serde_json::to_vec_pretty(&commit).map_err(internal)?,
-        )?;
-        let output_ref = self.job.dir.write_step_output(&output)?;
-        self.job.log.ledger().append_step(&LedgerStep {
+        let commit_bytes = serde_json::to_vec_pretty(&commit).map_err(internal)?;
+        let output_ref = self.job.dir.write_step_output_after(&output, &[(COMMIT_FILE, &commit_bytes)])?;
+        // Durable with the next barrier, which comes before the progress save: a power loss
+        // before it leaves the step `in_progress` with its `output.json`, which recovery
+        // completes (8.5 item 2.4).
+        self.job.log.ledger().append_deferred(&LedgerRecord::Step(LedgerStep {
             step_id: step_id.clone(),
             idempotency_key: key.clone(),
             status: LedgerStepStatus::Completed,
@@ -2492,7 +2496,7 @@ impl<'a> Run<'a> {
             error: None,
             recoverable: true,
             escalation_level: level,
-        })?;
+        }))?;
         self.commit_step(mt, commit)
     }
 
@@ -3317,14 +3321,16 @@ impl<'a> Run<'a> {
                         "model_id": request.model_id,
                         "lora_id": request.lora_id,
                     });
-                    // The text last: `response.txt` is what marks the response stored.
-                    let meta = serde_json::to_vec_pretty(&meta).map_err(internal)?;
-                    self.job.dir.write_step_files(
-                        key,
-                        &[("response.json", &meta), ("response.txt", resp.text.as_bytes())],
-                    )?;
+                    // The artifact first, so `response.txt` can share its bytes; the text
+                    // last: `response.txt` is what marks the response stored.
                     let output_ref =
                         self.put_artifact(resp.text.as_bytes(), "model_response", "text/plain")?;
+                    let meta = serde_json::to_vec_pretty(&meta).map_err(internal)?;
+                    let blob = self.artifacts.blob_path(&output_ref)?;
+                    self.job.dir.write_step_entries(
+                        key,
+                        &[("response.json", Content::Bytes(&meta)), ("response.txt", Content::SameAs(&blob))],
+                    )?;
                     mtx_store::failpoint("executor.response.stored");
                     return Ok(ModelOutcome {
                         text: Some(resp.text),
@@ -3400,7 +3406,7 @@ impl<'a> Run<'a> {
         mt: &MicroTaskDefinition,
         resolved: &mut mtx_loop::ResolvedEdits,
     ) -> Result<(), ExecError> {
-        self.job.log.sync_events()?;
+        self.job.log.sync()?;
         let files: Vec<Value> = resolved
             .writes
             .iter()

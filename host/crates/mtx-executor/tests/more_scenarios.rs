@@ -311,3 +311,71 @@ fn c_swap_3_failed_swap_with_continue_with_current_rolls_back_and_can_complete()
         [(1, 0, "RETRY".into()), (2, 0, "ESCALATE".into()), (3, 0, "SUCCESS".into())]
     );
 }
+
+/// A long MT keeps its oldest iteration records in archive chunks (11.4): the saved
+/// progress artifact stays small, every reader still sees the whole history, `mtx verify`
+/// checks the chunks, and a job resumed from a gate goes on adding chunks.
+#[test]
+fn a_long_mt_keeps_its_old_iteration_records_in_archive_chunks() {
+    let fx = one_mt("true");
+    // planner-default gives the MT `retry_budget` 3: four iterations per level, so a chain
+    // of many levels of one model lets the total-iteration limit bind.
+    let mut policy = ExecutionPolicy::default();
+    let template = policy.escalation_chain[0].clone();
+    let mut chain: Vec<_> = (0..100)
+        .map(|level| mtx_types::EscalationLevel { level, lora_selector: None, ..template.clone() })
+        .collect();
+    let gate = policy.escalation_chain.iter().find(|l| l.is_hard_gate && !l.is_cloud).unwrap().clone();
+    chain.push(mtx_types::EscalationLevel { level: 100, ..gate });
+    policy.escalation_chain = chain;
+    policy.max_total_iterations = 70;
+    policy.max_total_tokens = Some(1_000_000_000);
+    policy.enable_distillation = false;
+    let answer = no_claim();
+    let entries: Vec<(&str, u32, u32, &str)> = (0..40)
+        .flat_map(|level| (1..=6).map(move |i| (level, i)))
+        .map(|(l, i)| ("MT-001", l, i, answer.as_str()))
+        .collect();
+    let s = setup(&fx, cassette(&entries), policy);
+
+    let out = run_job(&s, &fx.wp, &NoObserver).unwrap();
+    assert_eq!(out.status, JobStatus::AwaitingUser, "{out:?}");
+    let saved = progress(&out.job_dir);
+    let entry = &saved["micro_tasks"][0];
+    assert_eq!(entry["iterations"].as_array().unwrap().len(), 70 - 32, "32 records left the artifact");
+    assert_eq!(entry["archived_iterations"][0]["path"], "progress_archive/MT-001_00001.json");
+    assert_eq!(entry["archived_iterations"][0]["count"], 32);
+    assert_eq!(saved["aggregate_stats"]["total_iterations"], 70);
+    assert!(out.job_dir.join("progress_archive/MT-001_00001.json").is_file());
+
+    let store = mtx_store::ProgressStore::new(&out.job_dir.join("progress_artifact.json"));
+    let loaded: mtx_types::progress::ProgressArtifact = store.load().unwrap();
+    let steps: Vec<String> = loaded.micro_tasks[0].iterations.iter().map(|r| r.step_id.clone()).collect();
+    let expected: Vec<String> = (1..=70).map(|i| mtx_types::step_id("MT-001", i)).collect();
+    assert_eq!(steps, expected);
+    let report = mtx_store::verify_job(&s.state_dir, &out.job_id).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+
+    // Raise the limit and go on: the resumed job reads the chunks back and adds more.
+    mtx_executor::decide_gate(&s.state_dir, &out.job_id, mtx_types::GateChoice::Continue, None, "alice")
+        .unwrap();
+    let resumed = mtx_executor::resume_job(&s, &out.job_id, &NoObserver).unwrap();
+    assert_eq!(resumed.status, JobStatus::AwaitingUser, "{resumed:?}");
+    assert_eq!(resumed.summary.pending_gate.as_deref(), Some("max_total_iterations"), "{resumed:?}");
+    let loaded: mtx_types::progress::ProgressArtifact = store.load().unwrap();
+    assert_eq!(loaded.micro_tasks[0].iterations.len(), 140);
+    assert_eq!(loaded.micro_tasks[0].archived_iterations.len(), 3);
+    assert_eq!(loaded.aggregate_stats.total_iterations, 140);
+    assert_eq!(progress(&out.job_dir)["micro_tasks"][0]["iterations"].as_array().unwrap().len(), 140 - 96);
+    let report = mtx_store::verify_job(&s.state_dir, &out.job_id).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+
+    // An edited chunk is caught by `mtx verify` and refused on load.
+    let chunk = out.job_dir.join("progress_archive/MT-001_00033.json");
+    let text =
+        std::fs::read_to_string(&chunk).unwrap().replacen("\"tokens_prompt\":100", "\"tokens_prompt\":99", 1);
+    std::fs::write(&chunk, text).unwrap();
+    let report = mtx_store::verify_job(&s.state_dir, &out.job_id).unwrap();
+    assert!(report.problems.iter().any(|p| p.message.contains("MT-001_00033.json")), "{:?}", report.problems);
+    assert!(store.load::<mtx_types::progress::ProgressArtifact>().is_err());
+}

@@ -120,6 +120,11 @@ impl ArtifactStore {
         Ok(self.root.join(rel))
     }
 
+    /// Where the blob of `handle` lives (for linking it into a step directory).
+    pub fn blob_path(&self, handle: &ArtifactHandle) -> Result<PathBuf, StoreError> {
+        self.checked_path(&handle.path)
+    }
+
     /// Reads an artifact and checks its bytes against the handle's hash.
     pub fn get(&self, handle: &ArtifactHandle) -> Result<Vec<u8>, StoreError> {
         let path = self.checked_path(&handle.path)?;

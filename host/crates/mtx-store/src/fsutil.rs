@@ -16,18 +16,44 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// fsynced once. A crash leaves each file old or new, never torn; the one directory fsync
 /// is what a batch saves over separate `atomic_write` calls.
 pub fn atomic_write_all(dir: &Path, files: &[(&str, &[u8])]) -> io::Result<()> {
+    let entries: Vec<(&str, Content<'_>)> =
+        files.iter().map(|(name, bytes)| (*name, Content::Bytes(bytes))).collect();
+    atomic_write_entries(dir, &entries)
+}
+
+/// What [`atomic_write_entries`] puts in a file.
+#[derive(Debug, Clone, Copy)]
+pub enum Content<'a> {
+    Bytes(&'a [u8]),
+    /// The bytes of an existing durable, immutable file (a content-addressed blob): the
+    /// new name is a hard link to it, so the bytes are neither copied nor synced again.
+    /// Where a link cannot be made (another filesystem), the bytes are copied.
+    SameAs(&'a Path),
+}
+
+/// [`atomic_write_all`] where a file may share the bytes of an existing one.
+pub fn atomic_write_entries(dir: &Path, files: &[(&str, Content<'_>)]) -> io::Result<()> {
     create_dir_durable(dir)?;
     let mut staged = Vec::with_capacity(files.len());
     let result = (|| {
-        for (name, bytes) in files {
+        for (name, content) in files {
             let tmp = dir.join(format!(".{name}.tmp-{}-{}", std::process::id(), unique_suffix()));
             staged.push(tmp.clone());
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-            f.write_all(bytes)?;
-            f.sync_all()?;
+            match content {
+                Content::Bytes(bytes) => write_synced(&tmp, bytes)?,
+                Content::SameAs(source) => {
+                    if fs::hard_link(source, &tmp).is_err() {
+                        write_synced(&tmp, &fs::read(source)?)?;
+                    }
+                }
+            }
         }
         for ((name, _), tmp) in files.iter().zip(&staged) {
             fs::rename(tmp, dir.join(name))?;
+            // Renaming a link onto a name of the same file is a no-op that keeps both.
+            if fs::symlink_metadata(tmp).is_ok() {
+                fs::remove_file(tmp)?;
+            }
         }
         sync_dir(dir)
     })();
@@ -37,6 +63,12 @@ pub fn atomic_write_all(dir: &Path, files: &[(&str, &[u8])]) -> io::Result<()> {
         }
     }
     result
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = OpenOptions::new().write(true).create_new(true).open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 /// `atomic_write` with a call just before the rename and one after the directory fsync;
@@ -114,6 +146,28 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    #[test]
+    fn a_file_can_share_the_bytes_of_an_existing_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let blob = dir.path().join("blob");
+        fs::write(&blob, b"prompt bytes").unwrap();
+        let step = dir.path().join("step");
+        let entries = [("prompt.txt", Content::SameAs(&blob)), ("intent.json", Content::Bytes(b"{}"))];
+        atomic_write_entries(&step, &entries).unwrap();
+        // Again: the name already links to the blob, and no temp file may stay behind.
+        atomic_write_entries(&step, &entries).unwrap();
+        assert_eq!(fs::read(step.join("prompt.txt")).unwrap(), b"prompt bytes");
+        let mut names: Vec<String> = fs::read_dir(&step)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["intent.json", "prompt.txt"]);
+        let missing = dir.path().join("nothing");
+        assert!(atomic_write_entries(&step, &[("x", Content::SameAs(&missing))]).is_err());
+        assert!(!step.join("x").exists());
     }
 
     #[test]

@@ -245,14 +245,45 @@ impl JobHistory {
 
     /// Indexes one recorded event (idempotent: the same `(job_id, seq)` is replaced).
     pub fn index_event(&self, job_id: &str, event: &StoredEvent) -> Result<(), StoreError> {
-        let e = &event.envelope;
-        self.conn
-            .execute(
-                "INSERT OR REPLACE INTO events (job_id, seq, event_id, event_type, mt_id, iteration, timestamp, byte_offset)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![job_id, e.seq, e.event_id, e.event_type, e.mt_id, e.iteration, e.timestamp, event.offset],
-            )
-            .map_err(|err| self.sql(err))?;
+        self.index_events(job_id, std::slice::from_ref(event))
+    }
+
+    /// Indexes several recorded events in one transaction (a running job indexes the
+    /// events of each durability barrier together).
+    pub fn index_events(&self, job_id: &str, events: &[StoredEvent]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.unchecked_transaction().map_err(|e| self.sql(e))?;
+        self.insert_events(job_id, events)?;
+        tx.commit().map_err(|e| self.sql(e))
+    }
+
+    /// Inserts event rows inside the caller's transaction.
+    fn insert_events(&self, job_id: &str, events: &[StoredEvent]) -> Result<(), StoreError> {
+        {
+            let mut stmt = self
+                .conn
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO events (job_id, seq, event_id, event_type, mt_id, iteration, timestamp, byte_offset)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(|e| self.sql(e))?;
+            for event in events {
+                let e = &event.envelope;
+                stmt.execute(params![
+                    job_id,
+                    e.seq,
+                    e.event_id,
+                    e.event_type,
+                    e.mt_id,
+                    e.iteration,
+                    e.timestamp,
+                    event.offset
+                ])
+                .map_err(|err| self.sql(err))?;
+            }
+        }
         Ok(())
     }
 
@@ -317,9 +348,12 @@ impl JobHistory {
         };
         check_job_contract(&row.job_kind, &row.profile_id, &row.protocol_id)
             .map_err(|e| StoreError::invalid("job contract", e.to_string()))?;
-        if let Ok(progress) = std::fs::read(job.progress_artifact())
-            && let Ok(p) = serde_json::from_slice::<Value>(&progress)
-        {
+        // Through the progress store, so archived iteration records count too.
+        let progress = crate::progress::ProgressStore::new(&job.progress_artifact())
+            .load::<mtx_types::progress::ProgressArtifact>()
+            .ok()
+            .and_then(|p| serde_json::to_value(p).ok());
+        if let Some(p) = progress {
             let state = &p["current_state"];
             row.current_mt = state["active_mt"].as_str().map(str::to_owned);
             row.current_level = state["active_model_level"].as_u64().and_then(|n| u32::try_from(n).ok());
@@ -338,9 +372,7 @@ impl JobHistory {
         let tx = self.conn.unchecked_transaction().map_err(|e| self.sql(e))?;
         self.upsert(&row)?;
         tx.execute("DELETE FROM events WHERE job_id = ?1", [&row.job_id]).map_err(|e| self.sql(e))?;
-        for event in &events {
-            self.index_event(&row.job_id, event)?;
-        }
+        self.insert_events(&row.job_id, &events)?;
         tx.commit().map_err(|e| self.sql(e))?;
         Ok(events.len())
     }

@@ -270,6 +270,20 @@ impl JobDir {
             .collect())
     }
 
+    /// [`JobDir::write_step_files`] where a file may be a link to a stored blob
+    /// (`prompt.txt` and `response.txt` share the bytes of their artifacts).
+    pub fn write_step_entries(
+        &self,
+        idempotency_key: &str,
+        files: &[(&str, crate::fsutil::Content<'_>)],
+    ) -> Result<(), StoreError> {
+        for (name, _) in files {
+            check_name("step file name", name)?;
+        }
+        let dir = self.step_dir(idempotency_key)?;
+        crate::fsutil::atomic_write_entries(&dir, files).map_err(|e| StoreError::io(&dir, e))
+    }
+
     /// Like [`JobDir::write_step_file`], but a file the step already has stands: its handle
     /// is returned and nothing is written. For records that an earlier, interrupted run of
     /// the same step may already have referenced in the Flight Recorder (validation
@@ -288,10 +302,23 @@ impl JobDir {
     /// Writes `output.json`, the step's commit marker; call it after every other file
     /// of the step is written (8.4 item 4).
     pub fn write_step_output(&self, output: &StepOutput) -> Result<ArtifactHandle, StoreError> {
+        self.write_step_output_after(output, &[])
+    }
+
+    /// Writes `before` and then `output.json` (in that order, one directory fsync); the
+    /// handle is `output.json`'s.
+    pub fn write_step_output_after(
+        &self,
+        output: &StepOutput,
+        before: &[(&str, &[u8])],
+    ) -> Result<ArtifactHandle, StoreError> {
         let mut bytes = serde_json::to_vec_pretty(output)
             .map_err(|e| StoreError::invalid("step output", e.to_string()))?;
         bytes.push(b'\n');
-        self.write_step_file(&output.idempotency_key, "output.json", &bytes)
+        let mut files = before.to_vec();
+        files.push(("output.json", &bytes));
+        let mut handles = self.write_step_files(&output.idempotency_key, &files)?;
+        Ok(handles.pop().expect("output.json was written"))
     }
 
     /// Whether `step_outputs/<key>/output.json` exists.

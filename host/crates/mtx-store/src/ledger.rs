@@ -330,6 +330,31 @@ impl RunLedger {
         Ok(appended.seq)
     }
 
+    /// Appends `record` without waiting for it to be durable: readers see it at once, and
+    /// the next [`RunLedger::sync`] or synced append makes it durable. For audit records
+    /// (plugin calls) and step snapshots whose durability a later barrier provides; a
+    /// step `in_progress` must use [`RunLedger::append`] (8.3 item 3).
+    pub fn append_deferred(&mut self, record: &LedgerRecord) -> Result<u64, StoreError> {
+        if let LedgerRecord::Header(_) = record {
+            return Err(StoreError::invalid(
+                "ledger record",
+                "a ledger has exactly one header, written by create",
+            ));
+        }
+        if let LedgerRecord::Step(step) = record {
+            check_step(step)?;
+        }
+        let appended = self.chain.append_deferred(&record.to_map()?)?;
+        self.apply(record.clone());
+        Ok(appended.seq)
+    }
+
+    /// Makes every record appended so far durable (one fdatasync, none when nothing is
+    /// pending).
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        self.chain.sync()
+    }
+
     /// Appends several records with one fsync (recovery writes its records this way).
     pub fn append_all(&mut self, records: &[LedgerRecord]) -> Result<u64, StoreError> {
         let mut bodies = Vec::with_capacity(records.len());
