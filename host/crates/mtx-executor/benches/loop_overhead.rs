@@ -9,6 +9,9 @@
 //! `MTX_BENCH_PART=loop` runs only the loop job (for counting fsyncs under `strace -c`),
 //! `MTX_BENCH_LOOP_ITERS` lowers its iteration budget (default 500, the spec's maximum),
 //! `MTX_BENCH_DEBUG` prints the loop job's MT events other than MT-002 to stderr.
+//! `MTX_BENCH_PART=long` runs only the long job (a Work Packet of many MTs run for
+//! `MTX_BENCH_LONG_ITERS` iterations, default 10,000, across its `max_total_iterations`
+//! gates), which measures how the per-iteration host overhead drifts over one job.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -33,10 +36,22 @@ fn main() {
     let cache = tempfile::tempdir_in(&base).expect("cache dir");
     let budget: u32 =
         std::env::var("MTX_BENCH_LOOP_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(500).clamp(1, 500);
-    if std::env::var("MTX_BENCH_PART").as_deref() == Ok("loop") {
-        let n = loop_job(&base, cache.path(), budget).len();
-        println!("loop job: {n} iterations");
-        return;
+    let long_target: u32 = std::env::var("MTX_BENCH_LONG_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000)
+        .clamp(100, LONG_MAX_ITERS);
+    match std::env::var("MTX_BENCH_PART").as_deref() {
+        Ok("loop") => {
+            let n = loop_job(&base, cache.path(), budget).len();
+            println!("loop job: {n} iterations");
+            return;
+        }
+        Ok("long") => {
+            long_job(&base, cache.path(), long_target);
+            return;
+        }
+        _ => {}
     }
 
     let fsync = fsync_baseline(&base, 200);
@@ -79,6 +94,10 @@ fn main() {
         );
         println!("| wall | {} | {} | {:.2} |", ms(first_wall), ms(last_wall), last_wall / first_wall);
     }
+
+    // The long job: drift of the same overhead over thousands of iterations of many MTs.
+    println!();
+    long_job(&base, cache.path(), long_target);
 
     // 3: planning and MT-VAL.
     planning(&base, cache.path(), f50);
@@ -336,6 +355,406 @@ fn planning(base: &Path, cache: &Path, fsync_p50: f64) {
     println!("| plan + validate + waves (sum of p50) | {} | - | {:.1}x |", ms(total), total / fsync_p50);
     if !report.errors.is_empty() {
         eprintln!("first MT-VAL error: {:?}", report.errors[0]);
+    }
+}
+
+// ---------------------------------------------------------------- the long job
+
+/// Local levels of the long job's chain, all of one model, so no swap ever happens.
+const LONG_LEVELS: u32 = 5;
+/// Iterations per level: planner-default gives each MT `retry_budget` 3, so 5.9.1 allows
+/// min(`max_iterations_per_mt`, 3 + 1) = 4 before escalation-default escalates (rule 3).
+const LONG_PER_LEVEL: u32 = 4;
+/// Each MT runs every level to its limit and completes on the last iteration of the last
+/// local level: 19 responses without a claim, then one correct claim.
+const LONG_PER_MT: u32 = LONG_LEVELS * LONG_PER_LEVEL;
+/// MT ids are `MT-001`..`MT-999`, so a packet holds at most 999 MTs of 20 iterations.
+const LONG_MAX_ITERS: u32 = 19_000;
+/// The spec's maximum `max_total_iterations`: the job pauses at a hard gate this often.
+const LONG_GATE_EVERY: u32 = 500;
+
+/// What the long job's observer keeps of one Flight Recorder event.
+enum Seen {
+    /// FR-EVT-MT-002, with the instant the observer saw it.
+    IterationStarted(Instant),
+    /// A model-backend plugin call (FR-EVT-PLUGIN-001), its `duration_us` in ms.
+    ModelCall(f64),
+    /// A verify command's own run time, in ms (see [`command_ms`]).
+    Command(f64),
+    /// Operator time or re-execution lies in the interval: a hard gate, a pause, a resume,
+    /// a recovery, or the return of a `run_job` / `resume_job` call.
+    Break,
+    Completed,
+    Escalated,
+    Other,
+}
+
+/// Keeps, in log order, what the per-iteration split needs. The executor hands the
+/// observer each event right after writing it, in sequence order, so a model call or a
+/// command falls between the FR-EVT-MT-002 of its iteration and the next one. Only the
+/// MT-002 instants are taken here (the recorder's timestamps have millisecond resolution).
+#[derive(Default)]
+struct LongObserver {
+    seen: std::sync::Mutex<Vec<Seen>>,
+    debug: bool,
+}
+
+impl LongObserver {
+    fn push(&self, s: Seen) {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).push(s);
+    }
+
+    fn iterations(&self) -> u32 {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.iter().filter(|s| matches!(s, Seen::IterationStarted(_))).count() as u32
+    }
+}
+
+impl mtx_executor::RunObserver for LongObserver {
+    fn event(&self, e: &mtx_store::EventEnvelope) {
+        let at = Instant::now();
+        let p = &e.payload;
+        let seen = match e.event_type.as_str() {
+            "FR-EVT-MT-002" => Seen::IterationStarted(at),
+            "FR-EVT-PLUGIN-001" if p.get("role").and_then(Value::as_str) == Some("model_backend") => {
+                Seen::ModelCall(p.get("duration_us").and_then(Value::as_f64).unwrap_or(0.0) / 1000.0)
+            }
+            "FR-EVT-MT-004" => Seen::Completed,
+            "FR-EVT-MT-005" => Seen::Escalated,
+            "FR-EVT-MT-006" | "FR-EVT-MT-007" | "FR-EVT-MT-008" | "FR-EVT-MT-011" | "FR-EVT-WF-RECOVERY" => {
+                Seen::Break
+            }
+            _ => command_ms(e).map_or(Seen::Other, Seen::Command),
+        };
+        let loop_event = e.event_type.starts_with("FR-EVT-MT-")
+            && !matches!(e.event_type.as_str(), "FR-EVT-MT-002" | "FR-EVT-MT-003" | "FR-EVT-MT-013");
+        if self.debug && (loop_event || matches!(seen, Seen::Break | Seen::Command(_))) {
+            let text = serde_json::to_string(&e.payload).unwrap_or_default();
+            eprintln!("{} {}", e.event_type, &text[..text.len().min(300)]);
+        }
+        self.push(seen);
+    }
+}
+
+/// The own run time of the verify commands a validator ran, if `e` is its plugin call.
+///
+/// The shell engine times each command from its spawn to its exit and the drain of its
+/// pipes (`duration_ms` of the terminal output, whole milliseconds, truncated), and the
+/// validator returns it per spec in `spec_results[].duration_ms`. That is the number
+/// subtracted: the Tool Bus's gates, the evidence it stores and the validator's own work
+/// stay in the host overhead. (The FR-EVT-007 `timing.duration_ms` of the same call would
+/// include them.)
+fn command_ms(e: &mtx_store::EventEnvelope) -> Option<f64> {
+    if e.event_type != "FR-EVT-PLUGIN-001"
+        || e.payload.get("role").and_then(Value::as_str) != Some("validators")
+    {
+        return None;
+    }
+    let specs = e.payload.get("output")?.get("spec_results")?.as_array()?;
+    Some(specs.iter().filter_map(|r| r.get("duration_ms").and_then(Value::as_f64)).sum())
+}
+
+/// Builds a Work Packet of `target / 20 + 5` one-file deliverables and runs it for `target`
+/// iterations in one job: every `max_total_iterations` (500) the job pauses at a hard gate,
+/// the bench records an operator `continue` and resumes it, as an operator would.
+fn long_job(base: &Path, cache: &Path, target: u32) {
+    let debug = std::env::var_os("MTX_BENCH_DEBUG").is_some();
+    let items = (target / LONG_PER_MT + 5).min(999) as usize;
+    let ws = tempfile::tempdir_in(base).expect("workspace");
+    std::fs::create_dir_all(ws.path().join("src")).expect("src");
+    for i in 1..=items {
+        std::fs::write(ws.path().join(format!("src/f{i:03}.txt")), format!("old text {i}\n")).expect("file");
+    }
+    let packet_dir = tempfile::tempdir_in(base).expect("packet dir");
+    let wp = packet_dir.path().join("wp.json");
+    let done: Vec<String> = (1..=items).map(|i| format!("src/f{i:03}.txt says hello {i}")).collect();
+    let packet = json!({
+        "wp_id": "WP-BENCH-LONG",
+        "title": "long job bench",
+        "description": "One greeting per file, each its own deliverable.",
+        "in_scope_paths": ["src/"],
+        "test_plan": ["true"],
+        "done_means": done,
+        "risk_tier": "LOW",
+        "task_tags": ["text"],
+    });
+    std::fs::write(&wp, serde_json::to_vec_pretty(&packet).expect("packet json")).expect("packet");
+
+    // Levels 1 and 3 pin a LoRA of the same base model: the adapter changes, the loaded
+    // model does not, so the chain stays free of swaps.
+    let lora = |level: u32| (level % 2 == 1).then(|| "text-greetings-v1".to_string());
+    let mut chain: Vec<EscalationLevel> = (0..LONG_LEVELS)
+        .map(|level| EscalationLevel {
+            level,
+            model_id: MODEL.into(),
+            lora_id: lora(level),
+            lora_selector: None,
+            is_cloud: false,
+            is_hard_gate: false,
+            context_window: 8192,
+        })
+        .collect();
+    chain.push(EscalationLevel {
+        level: LONG_LEVELS,
+        model_id: HARD_GATE_MODEL_ID.into(),
+        lora_id: None,
+        lora_selector: None,
+        is_cloud: false,
+        is_hard_gate: true,
+        context_window: 8192,
+    });
+    let loras = vec![mtx_types::LoRAInfo {
+        lora_id: "text-greetings-v1".into(),
+        lora_version: None,
+        base_model_id: MODEL.into(),
+        trained_on_task_types: vec!["text".into()],
+        specialization: Vec::new(),
+        weak_on_task_types: Vec::new(),
+        last_trained_at: None,
+        eval_metrics: None,
+        training_priority: None,
+    }];
+    let policy = ExecutionPolicy {
+        max_iterations_per_mt: PER_MT,
+        max_total_iterations: LONG_GATE_EVERY,
+        // A day: the job must stop at the iteration gates, not at the duration limit.
+        max_duration_ms: 86_400_000,
+        escalation_chain: chain,
+        // Every MT completes at the top local level; `always` starts the next one at level
+        // 0 again, so each MT climbs the whole chain.
+        drop_back_strategy: mtx_types::DropBackStrategy::Always,
+        enable_distillation: false,
+        // See `loop_job`: the 11.3 guard would gate long before the iteration limit.
+        max_total_tokens: Some(1_000_000_000),
+        ..ExecutionPolicy::default()
+    };
+
+    let defs = long_plan(&wp, ws.path(), cache);
+    let mut entries = Vec::with_capacity(defs.len() * LONG_PER_MT as usize);
+    for d in &defs {
+        let file = d.files.modify.first().or(d.files.create.first()).expect("the MT has a file");
+        for level in 0..LONG_LEVELS {
+            for iteration in 1..=LONG_PER_LEVEL {
+                let last = level + 1 == LONG_LEVELS && iteration == LONG_PER_LEVEL;
+                let response = if last {
+                    let evidence: String =
+                        d.done.iter().map(|c| format!("- \"{}\" -> {file}:1-1\n", c.description)).collect();
+                    format!(
+                        "The file now holds the greeting.\n\n<file path=\"{file}\">\nhello from {}\n</file>\n\n\
+                         <mt_complete>\nMT_ID: {}\nEVIDENCE:\n{evidence}</mt_complete>\n",
+                        d.mt_id, d.mt_id
+                    )
+                } else {
+                    format!("Still reading {file} (level {level}, try {iteration}); nothing to report yet.\n")
+                };
+                entries.push(json!({
+                    "mt_id": d.mt_id, "level": level, "iteration": iteration, "prompt_hash": null,
+                    "response": response,
+                    "usage": {"prompt_tokens": 100, "completion_tokens": 20},
+                    "finish_reason": "stop",
+                    "error": null
+                }));
+            }
+        }
+    }
+    let models = json!({MODEL: {"context_window": 8192, "tokenizer_id": "qwen2", "max_vram_mb": 1000, "max_ram_mb": 1000}});
+    let cassette = json!({"schema_version": "mtx.cassette@1", "models": models, "entries": entries});
+    let mut plugins = PluginSet::defaults();
+    plugins.model_backend.config.insert("cassette".into(), cassette.to_string());
+    let setup = ExecutorSetup {
+        state_dir: ws.path().join(".mtx"),
+        workspace: ws.path().to_path_buf(),
+        plugins,
+        policy,
+        loras,
+        toolbus: ToolBusSettings { proc_exec: vec!["true".into()], shell_program: None, env: Vec::new() },
+        capability_profile_id: "bench-profile".into(),
+        cache_dir: Some(cache.to_path_buf()),
+        user_id: "bench".into(),
+    };
+
+    let observer = LongObserver { debug, ..LongObserver::default() };
+    let started = Instant::now();
+    let mut out = run_job(&setup, &wp, &observer).expect("long job");
+    observer.push(Seen::Break);
+    let mut resumes = 0u32;
+    while observer.iterations() < target
+        && matches!(out.summary.pending_gate.as_deref(), Some("max_total_iterations" | "max_duration"))
+    {
+        mtx_executor::decide_gate(
+            &setup.state_dir,
+            &out.job_id,
+            mtx_executor::GateChoice::Continue,
+            Some("bench: keep going"),
+            "bench",
+        )
+        .expect("gate decision");
+        out = mtx_executor::resume_job(&setup, &out.job_id, &observer).expect("resume");
+        observer.push(Seen::Break);
+        resumes += 1;
+    }
+    eprintln!(
+        "long job: {} iterations, {resumes} resumes, {:?} ({}) in {:.1} s",
+        observer.iterations(),
+        out.status,
+        out.status_reason,
+        started.elapsed().as_secs_f64()
+    );
+    let artifact = std::fs::metadata(out.job_dir.join("progress_artifact.json")).map_or(0, |m| m.len());
+    let seen = std::mem::take(&mut *observer.seen.lock().unwrap_or_else(|p| p.into_inner()));
+    long_report(&seen, defs.len(), resumes, artifact);
+}
+
+/// The planner-default definitions the job will get, planned here with the same input
+/// (the in-scope workspace files and the chain's context window) so that the cassette can
+/// answer each MT on its own file with its own done criteria.
+fn long_plan(wp_path: &Path, workspace: &Path, cache: &Path) -> Vec<MicroTaskDefinition> {
+    let wp = mtx_wp::load_work_packet(wp_path).expect("packet loads");
+    let mut files: Vec<wit::WorkspaceFile> = std::fs::read_dir(workspace.join("src"))
+        .expect("src")
+        .map(|e| {
+            let e = e.expect("entry");
+            let path = format!("src/{}", e.file_name().to_string_lossy());
+            wit::WorkspaceFile { path, size_bytes: e.metadata().expect("metadata").len() }
+        })
+        .collect();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let input = wit::PlannerInput {
+        packet: mtx_executor::convert::work_packet(&wp),
+        workspace_files: files,
+        context_window: 8192,
+    };
+    let host = PluginHost::new(
+        HostOptions { cache_dir: Some(cache.to_path_buf()) },
+        std::sync::Arc::new(NullRecorder),
+    )
+    .expect("plugin host");
+    let spec = PluginSpec::builtin("planner-default", "planner", World::MtPlanner);
+    let planner = host.load(&spec).expect("planner loads");
+    let ctx = CallContext { clock: mtx_types::now_rfc3339(), ..CallContext::default() };
+    let planned = host.plan(&planner, &input, &ctx).expect("plan");
+    planned.iter().map(mtx_executor::convert::mt_from_wit).collect()
+}
+
+/// One iteration of the long job: its ordinal in the job (1-based) and its times.
+struct LongIteration {
+    ordinal: u32,
+    start: Instant,
+    wall_ms: f64,
+    model_ms: f64,
+    command_ms: f64,
+    /// A validator ran verify commands in it (the MT's last iteration).
+    validated: bool,
+    /// It spans a hard gate or a resume, so it holds operator time: not measured.
+    broken: bool,
+}
+
+impl LongIteration {
+    fn overhead_ms(&self) -> f64 {
+        self.wall_ms - self.model_ms - self.command_ms
+    }
+}
+
+/// Splits the observed events at each FR-EVT-MT-002 and prints the tables.
+fn long_report(seen: &[Seen], mts: usize, resumes: u32, artifact_bytes: u64) {
+    let mut iters: Vec<LongIteration> = Vec::new();
+    let (mut completed, mut escalated, mut dropped) = (0u32, 0u32, 0u32);
+    let mut open: Option<LongIteration> = None;
+    let mut ordinal = 0u32;
+    for s in seen {
+        match s {
+            Seen::IterationStarted(at) => {
+                if let Some(mut i) = open.take() {
+                    if i.broken {
+                        dropped += 1;
+                    } else {
+                        i.wall_ms = at.duration_since(i.start).as_secs_f64() * 1000.0;
+                        iters.push(i);
+                    }
+                }
+                ordinal += 1;
+                open = Some(LongIteration {
+                    ordinal,
+                    start: *at,
+                    wall_ms: 0.0,
+                    model_ms: 0.0,
+                    command_ms: 0.0,
+                    validated: false,
+                    broken: false,
+                });
+            }
+            Seen::ModelCall(ms) => open.iter_mut().for_each(|i| i.model_ms += ms),
+            Seen::Command(ms) => open.iter_mut().for_each(|i| {
+                i.command_ms += ms;
+                i.validated = true;
+            }),
+            Seen::Break => open.iter_mut().for_each(|i| i.broken = true),
+            Seen::Completed => completed += 1,
+            Seen::Escalated => escalated += 1,
+            Seen::Other => {}
+        }
+    }
+    let overhead: Vec<f64> = iters.iter().map(LongIteration::overhead_ms).collect();
+    let col = |f: fn(&LongIteration) -> f64| iters.iter().map(f).collect::<Vec<f64>>();
+    let (wall, model, command) = (col(|i| i.wall_ms), col(|i| i.model_ms), col(|i| i.command_ms));
+    println!(
+        "## Long job ({ordinal} iterations of {mts} planned MTs, {LONG_PER_MT} per MT; {resumes} gate resumes)\n"
+    );
+    println!(
+        "{} intervals measured; {dropped} dropped because they span a hard gate and its resume. \
+         {completed} MTs completed, {escalated} escalations; progress_artifact.json at the end: {} bytes.\n",
+        iters.len(),
+        artifact_bytes
+    );
+    println!("| Quantity | p50 | p99 |\n|---|---|---|");
+    for (name, v) in [
+        ("wall per iteration (MT-002 to next MT-002)", &wall),
+        ("model calls (backend-replay, PLUGIN-001 `duration_us`)", &model),
+        ("verify command run time", &command),
+        ("host overhead (wall - model - command)", &overhead),
+    ] {
+        println!("| {name} | {} | {} |", ms(pct(v, 50.0)), ms(pct(v, 99.0)));
+    }
+    let validated: Vec<f64> = iters.iter().filter(|i| i.validated).map(LongIteration::overhead_ms).collect();
+    let plain: Vec<f64> = iters.iter().filter(|i| !i.validated).map(LongIteration::overhead_ms).collect();
+    println!(
+        "| host overhead, {} iterations without a claim | {} | {} |",
+        plain.len(),
+        ms(pct(&plain, 50.0)),
+        ms(pct(&plain, 99.0))
+    );
+    println!(
+        "| host overhead, {} iterations that edit and validate | {} | {} |",
+        validated.len(),
+        ms(pct(&validated, 50.0)),
+        ms(pct(&validated, 99.0))
+    );
+    let window = |lo: u32, hi: u32| -> Vec<f64> {
+        iters.iter().filter(|i| (lo..=hi).contains(&i.ordinal)).map(LongIteration::overhead_ms).collect()
+    };
+    let last = ordinal;
+    let early = window(10, 109);
+    let late = window(last.saturating_sub(99), last);
+    println!("\n| Drift of host overhead | iterations | measured | p50 |\n|---|---|---|---|");
+    println!("| early | 10-109 | {} | {} |", early.len(), ms(pct(&early, 50.0)));
+    println!("| late | {}-{last} | {} | {} |", last.saturating_sub(99), late.len(), ms(pct(&late, 50.0)));
+    println!("| late / early | | | {:.2} |", pct(&late, 50.0) / pct(&early, 50.0));
+    let block = if last >= 5_000 { 1_000 } else { (last / 10).max(100) };
+    println!("\n| Iterations | measured | host overhead p50 | p99 | wall p50 |\n|---|---|---|---|---|");
+    let mut lo = 1;
+    while lo <= last {
+        let hi = (lo + block - 1).min(last);
+        let b: Vec<&LongIteration> = iters.iter().filter(|i| (lo..=hi).contains(&i.ordinal)).collect();
+        let o: Vec<f64> = b.iter().map(|i| i.overhead_ms()).collect();
+        let w: Vec<f64> = b.iter().map(|i| i.wall_ms).collect();
+        println!(
+            "| {lo}-{hi} | {} | {} | {} | {} |",
+            b.len(),
+            ms(pct(&o, 50.0)),
+            ms(pct(&o, 99.0)),
+            ms(pct(&w, 50.0))
+        );
+        lo = hi + 1;
     }
 }
 
