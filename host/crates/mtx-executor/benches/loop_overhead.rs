@@ -48,20 +48,14 @@ fn main() {
             return;
         }
         Ok("long") => {
-            long_job(&base, cache.path(), long_target);
+            let (f50, s50) = baselines(&base);
+            long_job(&base, cache.path(), long_target, f50, s50);
             return;
         }
         _ => {}
     }
 
-    let fsync = fsync_baseline(&base, 200);
-    let spawn = spawn_baseline(200);
-    let f50 = pct(&fsync, 50.0);
-    let s50 = pct(&spawn, 50.0);
-    println!("## Baselines\n");
-    println!("| Baseline | p50 | p99 |\n|---|---|---|");
-    println!("| write + fsync (256 B) | {} | {} |", ms(f50), ms(pct(&fsync, 99.0)));
-    println!("| spawn `true` (std::process::Command, wait) | {} | {} |\n", ms(s50), ms(pct(&spawn, 99.0)));
+    let (f50, s50) = baselines(&base);
 
     // 1 and 2: one job, no claim ever, so no validation command runs.
     let iters = loop_job(&base, cache.path(), budget);
@@ -97,7 +91,7 @@ fn main() {
 
     // The long job: drift of the same overhead over thousands of iterations of many MTs.
     println!();
-    long_job(&base, cache.path(), long_target);
+    long_job(&base, cache.path(), long_target, f50, s50);
 
     // 3: planning and MT-VAL.
     planning(&base, cache.path(), f50);
@@ -457,7 +451,7 @@ fn command_ms(e: &mtx_store::EventEnvelope) -> Option<f64> {
 /// Builds a Work Packet of `target / 20 + 5` one-file deliverables and runs it for `target`
 /// iterations in one job: every `max_total_iterations` (500) the job pauses at a hard gate,
 /// the bench records an operator `continue` and resumes it, as an operator would.
-fn long_job(base: &Path, cache: &Path, target: u32) {
+fn long_job(base: &Path, cache: &Path, target: u32, fsync_p50: f64, spawn_p50: f64) {
     let debug = std::env::var_os("MTX_BENCH_DEBUG").is_some();
     let items = (target / LONG_PER_MT + 5).min(999) as usize;
     let ws = tempfile::tempdir_in(base).expect("workspace");
@@ -578,9 +572,16 @@ fn long_job(base: &Path, cache: &Path, target: u32) {
     let mut out = run_job(&setup, &wp, &observer).expect("long job");
     observer.push(Seen::Break);
     let mut resumes = 0u32;
-    while observer.iterations() < target
-        && matches!(out.summary.pending_gate.as_deref(), Some("max_total_iterations" | "max_duration"))
-    {
+    // Why the job ran fewer iterations than asked, if it did: the tables then cover what ran.
+    let mut stopped: Option<String> = None;
+    while observer.iterations() < target {
+        if !matches!(out.summary.pending_gate.as_deref(), Some("max_total_iterations" | "max_duration")) {
+            stopped = Some(format!(
+                "job {:?} ({}), pending gate {:?}",
+                out.status, out.status_reason, out.summary.pending_gate
+            ));
+            break;
+        }
         mtx_executor::decide_gate(
             &setup.state_dir,
             &out.job_id,
@@ -589,20 +590,44 @@ fn long_job(base: &Path, cache: &Path, target: u32) {
             "bench",
         )
         .expect("gate decision");
-        out = mtx_executor::resume_job(&setup, &out.job_id, &observer).expect("resume");
+        let resumed = mtx_executor::resume_job(&setup, &out.job_id, &observer);
         observer.push(Seen::Break);
+        match resumed {
+            Ok(o) => out = o,
+            Err(e) => {
+                stopped = Some(format!("resume {} failed: {e}", resumes + 1));
+                break;
+            }
+        }
         resumes += 1;
     }
     eprintln!(
-        "long job: {} iterations, {resumes} resumes, {:?} ({}) in {:.1} s",
+        "long job: {} iterations, {resumes} resumes, last outcome {:?} ({}), in {:.1} s",
         observer.iterations(),
         out.status,
         out.status_reason,
         started.elapsed().as_secs_f64()
     );
-    let artifact = std::fs::metadata(out.job_dir.join("progress_artifact.json")).map_or(0, |m| m.len());
+    // The job's files that grow with its length, as they are at the end.
+    let sizes: Vec<(&str, u64)> = ["progress_artifact.json", "run_ledger.jsonl", "events.jsonl", "job.json"]
+        .into_iter()
+        .map(|f| (f, std::fs::metadata(out.job_dir.join(f)).map_or(0, |m| m.len())))
+        .collect();
     let seen = std::mem::take(&mut *observer.seen.lock().unwrap_or_else(|p| p.into_inner()));
-    long_report(&seen, defs.len(), resumes, artifact);
+    let run = LongRun { target, mts: defs.len(), resumes, stopped, sizes, baselines: (fsync_p50, spawn_p50) };
+    long_report(&seen, &run);
+}
+
+/// What `long_report` needs besides the events.
+struct LongRun {
+    target: u32,
+    mts: usize,
+    resumes: u32,
+    stopped: Option<String>,
+    /// Bytes of the job's growing files at the end.
+    sizes: Vec<(&'static str, u64)>,
+    /// p50 of one fsync and of one spawn of `true`, in ms.
+    baselines: (f64, f64),
 }
 
 /// The planner-default definitions the job will get, planned here with the same input
@@ -656,7 +681,7 @@ impl LongIteration {
 }
 
 /// Splits the observed events at each FR-EVT-MT-002 and prints the tables.
-fn long_report(seen: &[Seen], mts: usize, resumes: u32, artifact_bytes: u64) {
+fn long_report(seen: &[Seen], run: &LongRun) {
     let mut iters: Vec<LongIteration> = Vec::new();
     let (mut completed, mut escalated, mut dropped) = (0u32, 0u32, 0u32);
     let mut open: Option<LongIteration> = None;
@@ -697,38 +722,37 @@ fn long_report(seen: &[Seen], mts: usize, resumes: u32, artifact_bytes: u64) {
     let overhead: Vec<f64> = iters.iter().map(LongIteration::overhead_ms).collect();
     let col = |f: fn(&LongIteration) -> f64| iters.iter().map(f).collect::<Vec<f64>>();
     let (wall, model, command) = (col(|i| i.wall_ms), col(|i| i.model_ms), col(|i| i.command_ms));
+    let (mts, resumes) = (run.mts, run.resumes);
     println!(
         "## Long job ({ordinal} iterations of {mts} planned MTs, {LONG_PER_MT} per MT; {resumes} gate resumes)\n"
     );
+    if let Some(why) = &run.stopped {
+        println!("**Stopped before the {} iterations asked for:** {why}\n", run.target);
+    }
+    let sizes: Vec<String> = run.sizes.iter().map(|(f, b)| format!("{f} {b}")).collect();
     println!(
         "{} intervals measured; {dropped} dropped because they span a hard gate and its resume. \
-         {completed} MTs completed, {escalated} escalations; progress_artifact.json at the end: {} bytes.\n",
+         {completed} MTs completed, {escalated} escalations. Bytes at the end: {}.\n",
         iters.len(),
-        artifact_bytes
+        sizes.join(", ")
     );
-    println!("| Quantity | p50 | p99 |\n|---|---|---|");
+    let (f50, s50) = run.baselines;
+    let validated: Vec<f64> = iters.iter().filter(|i| i.validated).map(LongIteration::overhead_ms).collect();
+    let plain: Vec<f64> = iters.iter().filter(|i| !i.validated).map(LongIteration::overhead_ms).collect();
+    let plain_name = format!("host overhead, {} iterations without a claim", plain.len());
+    let validated_name = format!("host overhead, {} iterations that edit and validate", validated.len());
+    println!("| Quantity | p50 | p99 | p50 / fsync | p50 / spawn |\n|---|---|---|---|---|");
     for (name, v) in [
         ("wall per iteration (MT-002 to next MT-002)", &wall),
         ("model calls (backend-replay, PLUGIN-001 `duration_us`)", &model),
-        ("verify command run time", &command),
+        ("verify command own run time (`spec_results[].duration_ms`)", &command),
         ("host overhead (wall - model - command)", &overhead),
+        (plain_name.as_str(), &plain),
+        (validated_name.as_str(), &validated),
     ] {
-        println!("| {name} | {} | {} |", ms(pct(v, 50.0)), ms(pct(v, 99.0)));
+        let (p50, p99) = (pct(v, 50.0), pct(v, 99.0));
+        println!("| {name} | {} | {} | {:.1}x | {:.1}x |", ms(p50), ms(p99), p50 / f50, p50 / s50);
     }
-    let validated: Vec<f64> = iters.iter().filter(|i| i.validated).map(LongIteration::overhead_ms).collect();
-    let plain: Vec<f64> = iters.iter().filter(|i| !i.validated).map(LongIteration::overhead_ms).collect();
-    println!(
-        "| host overhead, {} iterations without a claim | {} | {} |",
-        plain.len(),
-        ms(pct(&plain, 50.0)),
-        ms(pct(&plain, 99.0))
-    );
-    println!(
-        "| host overhead, {} iterations that edit and validate | {} | {} |",
-        validated.len(),
-        ms(pct(&validated, 50.0)),
-        ms(pct(&validated, 99.0))
-    );
     let window = |lo: u32, hi: u32| -> Vec<f64> {
         iters.iter().filter(|i| (lo..=hi).contains(&i.ordinal)).map(LongIteration::overhead_ms).collect()
     };
@@ -739,7 +763,7 @@ fn long_report(seen: &[Seen], mts: usize, resumes: u32, artifact_bytes: u64) {
     println!("| early | 10-109 | {} | {} |", early.len(), ms(pct(&early, 50.0)));
     println!("| late | {}-{last} | {} | {} |", last.saturating_sub(99), late.len(), ms(pct(&late, 50.0)));
     println!("| late / early | | | {:.2} |", pct(&late, 50.0) / pct(&early, 50.0));
-    let block = if last >= 5_000 { 1_000 } else { (last / 10).max(100) };
+    let block = if last >= 3_000 { 1_000 } else { (last / 1_000).max(1) * 100 };
     println!("\n| Iterations | measured | host overhead p50 | p99 | wall p50 |\n|---|---|---|---|---|");
     let mut lo = 1;
     while lo <= last {
@@ -756,6 +780,19 @@ fn long_report(seen: &[Seen], mts: usize, resumes: u32, artifact_bytes: u64) {
         );
         lo = hi + 1;
     }
+}
+
+/// Measures and prints both baselines; returns their p50 (fsync, spawn) in ms.
+fn baselines(base: &Path) -> (f64, f64) {
+    let fsync = fsync_baseline(base, 200);
+    let spawn = spawn_baseline(200);
+    let f50 = pct(&fsync, 50.0);
+    let s50 = pct(&spawn, 50.0);
+    println!("## Baselines\n");
+    println!("| Baseline | p50 | p99 |\n|---|---|---|");
+    println!("| write + fsync (256 B) | {} | {} |", ms(f50), ms(pct(&fsync, 99.0)));
+    println!("| spawn `true` (std::process::Command, wait) | {} | {} |\n", ms(s50), ms(pct(&spawn, 99.0)));
+    (f50, s50)
 }
 
 fn fsync_baseline(base: &Path, n: usize) -> Vec<f64> {
