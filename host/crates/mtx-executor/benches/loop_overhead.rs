@@ -8,10 +8,16 @@
 //! `MTX_BENCH_DIR` moves the job and baseline files (default: the system temp dir).
 //! `MTX_BENCH_PART=loop` runs only the loop job (for counting fsyncs under `strace -c`),
 //! `MTX_BENCH_LOOP_ITERS` lowers its iteration budget (default 500, the spec's maximum),
-//! `MTX_BENCH_DEBUG` prints the loop job's MT events other than MT-002 to stderr.
-//! `MTX_BENCH_PART=long` runs only the long job (a Work Packet of many MTs run for
-//! `MTX_BENCH_LONG_ITERS` iterations, default 10,000, across its `max_total_iterations`
-//! gates), which measures how the per-iteration host overhead drifts over one job.
+//! `MTX_BENCH_DEBUG` prints the loop job's MT events other than MT-002 to stderr, and the
+//! long job's MT events other than MT-002/003/013 plus its validator calls.
+//!
+//! The long job (`MTX_BENCH_PART=long` runs only it) is a packet of one-file deliverables
+//! whose MTs each climb a five-level chain of one model and complete at the top with an
+//! edit and a verified claim (20 iterations per MT). The bench continues the job at every
+//! `max_total_iterations` gate, as an operator would, until `MTX_BENCH_LONG_ITERS`
+//! iterations ran (default 10,000, at least 100) or the job cannot go on. Host overhead is
+//! the wall time from one FR-EVT-MT-002 to the next minus the model-backend calls and the
+//! verify commands' own run time; intervals that span a gate and its resume are dropped.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
