@@ -60,6 +60,9 @@ pub struct LoopExt {
     pub token_gate_doublings: u32,
     #[serde(default)]
     pub token_warning_emitted: bool,
+    /// FR-EVT-MTX-001 `storage_near_cap` for the run ledger was emitted.
+    #[serde(default)]
+    pub ledger_warning_emitted: bool,
     #[serde(default)]
     pub hard_gates: u32,
     /// Verify spec indexes that passed, per step id (for the policy's regression rule).

@@ -9,7 +9,7 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use mtx_plugin::{GrantUse, PluginCall, PluginLog, PluginRecorder};
+use mtx_plugin::{GrantUse, PluginCall, PluginLog, PluginRecorder, World};
 use mtx_store::ledger::PluginCallRecord;
 use mtx_store::recorder::StoredEvent;
 use mtx_store::{Event, EventEnvelope, FlightRecorder, JobHistory, LedgerRecord, RunLedger, StoreError};
@@ -226,6 +226,24 @@ impl JobLog {
     }
 }
 
+/// The input a ledger record keeps for `call`, and what it leaves out (`None`: nothing).
+fn ledger_input(call: &PluginCall) -> (String, Option<Value>) {
+    if call.world != World::ModelBackend.name() {
+        return (call.input.clone(), None);
+    }
+    let Ok(mut input) = serde_json::from_str::<Value>(&call.input) else {
+        return (call.input.clone(), None);
+    };
+    let Some(prompt) = input.get("prompt").and_then(Value::as_str).map(str::to_owned) else {
+        return (call.input.clone(), None);
+    };
+    input["prompt"] = Value::Null;
+    let kept = String::from_utf8_lossy(&mtx_types::canonical_json_value(&input)).into_owned();
+    let elided =
+        json!({"prompt": {"sha256": mtx_types::sha256_hex(prompt.as_bytes()), "bytes": prompt.len()}});
+    (kept, Some(elided))
+}
+
 impl Drop for JobLog {
     /// A job that stops between barriers (an error path) still leaves its events indexed.
     fn drop(&mut self) {
@@ -268,7 +286,11 @@ impl PluginRecorder for JobLog {
         }
         self.emit_logged(event);
         // `mtx replay` re-runs the call from the ledger: the canonical input is kept next
-        // to its hash, with the function and world version it was made against.
+        // to its hash, with the function and world version it was made against. A model
+        // backend is never re-run, and its prompt is already kept (the prompt artifact and
+        // the step's `prompt.txt`), so the ledger keeps the prompt's hash instead: the
+        // largest part of every iteration's ledger bytes (11.4 caps the ledger at 50 MB).
+        let (input, elided) = ledger_input(call);
         let record = LedgerRecord::PluginCall(PluginCallRecord {
             plugin: call.plugin.clone(),
             digest: call.digest.clone(),
@@ -278,7 +300,8 @@ impl PluginRecorder for JobLog {
                 "function": call.function,
                 "world_version": call.world_version,
                 "role": call.role,
-                "input": call.input,
+                "input": input,
+                "input_elided": elided,
                 "output": output,
                 "output_sha256": call.output_sha256,
                 "outcome": call.outcome,

@@ -63,6 +63,10 @@ enum Flow {
     Stop,
 }
 
+/// Ledger room kept free for the records of one more iteration and of a gate (an
+/// iteration writes a few kilobytes).
+const LEDGER_HEADROOM_BYTES: u64 = 1024 * 1024;
+
 /// The protected-file rule (documented in the README): test oracles are every file under
 /// a `tests/` directory and every file named `*_test.*` or `test_*.*`; those the MT does
 /// not list in `files.modify` / `files.create` are protected.
@@ -1699,6 +1703,28 @@ impl<'a> Run<'a> {
                 ))?;
             }
             _ => {}
+        }
+        // d'. storage cap of the run ledger (11.4): a warning at 80 %, and a
+        // `resource_exhausted` gate while an iteration's records still fit, rather than
+        // a failed append in the middle of a step.
+        let (ledger_size, ledger_near_cap) = {
+            let ledger = self.job.log.ledger();
+            (ledger.size_bytes(), ledger.near_cap())
+        };
+        if ledger_near_cap && !self.job.ext.ledger_warning_emitted {
+            self.job.ext.ledger_warning_emitted = true;
+            self.emit(Event::new(
+                "FR-EVT-MTX-001",
+                json!({
+                    "kind": "storage_near_cap",
+                    "resource": "run_ledger.jsonl",
+                    "value": ledger_size,
+                    "threshold": mtx_store::ledger::LEDGER_CAP_BYTES / 5 * 4,
+                }),
+            ))?;
+        }
+        if ledger_size + LEDGER_HEADROOM_BYTES > mtx_store::ledger::LEDGER_CAP_BYTES {
+            return self.hard_gate("resource_exhausted", &mt_id, Some(level), None).map(Some);
         }
         // e. level checks
         let Some(chain_level) = self.chain().iter().find(|l| l.level == level).cloned() else {

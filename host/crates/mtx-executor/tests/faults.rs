@@ -433,8 +433,11 @@ fn mask_uuids(s: &str) -> String {
     out
 }
 
+/// The progress artifact as every reader sees it: loaded through the store, so the
+/// iteration records kept in archive chunks are included.
 fn progress(dir: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(dir.join("progress_artifact.json")).unwrap()).unwrap()
+    let store = mtx_store::ProgressStore::new(&dir.join("progress_artifact.json"));
+    serde_json::to_value(store.load::<mtx_types::progress::ProgressArtifact>().unwrap()).unwrap()
 }
 
 /// Event types a resumed job records in addition to an uninterrupted one: the recovery

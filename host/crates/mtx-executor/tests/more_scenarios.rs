@@ -272,6 +272,16 @@ fn model_timeout_is_retried_once_with_more_time_then_escalates() {
     let attempts: Vec<(u64, u64)> =
         inputs.iter().map(|i| (i["level"].as_u64().unwrap(), i["attempt"].as_u64().unwrap())).collect();
     assert_eq!(attempts, [(0, 1), (0, 2), (1, 1)]);
+    // The prompt itself stays out of the ledger (it is the step's prompt.txt); its hash stays.
+    let first = ledger(&out.job_dir).into_iter().find(|r| r["output"]["function"] == "complete").unwrap();
+    assert!(inputs.iter().all(|i| i["prompt"].is_null()));
+    let prompt_sha = first["output"]["input_elided"]["prompt"]["sha256"].as_str().unwrap().to_string();
+    let step_prompts: Vec<String> = std::fs::read_dir(out.job_dir.join("step_outputs"))
+        .unwrap()
+        .filter_map(|d| std::fs::read(d.unwrap().path().join("prompt.txt")).ok())
+        .map(|b| mtx_types::sha256_hex(&b))
+        .collect();
+    assert!(step_prompts.contains(&prompt_sha), "the elided prompt is a step's prompt.txt");
     assert!(inputs[1]["timeout_ms"].as_u64() >= inputs[0]["timeout_ms"].as_u64());
     let esc = &events_of(&out.job_dir, "FR-EVT-MT-005")[0]["payload"];
     assert_eq!(esc["failure_category"], "timeout_exceeded");
@@ -340,7 +350,10 @@ fn a_long_mt_keeps_its_old_iteration_records_in_archive_chunks() {
 
     let out = run_job(&s, &fx.wp, &NoObserver).unwrap();
     assert_eq!(out.status, JobStatus::AwaitingUser, "{out:?}");
-    let saved = progress(&out.job_dir);
+    let saved_form = |dir: &std::path::Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.join("progress_artifact.json")).unwrap()).unwrap()
+    };
+    let saved = saved_form(&out.job_dir);
     let entry = &saved["micro_tasks"][0];
     assert_eq!(entry["iterations"].as_array().unwrap().len(), 70 - 32, "32 records left the artifact");
     assert_eq!(entry["archived_iterations"][0]["path"], "progress_archive/MT-001_00001.json");
@@ -366,7 +379,7 @@ fn a_long_mt_keeps_its_old_iteration_records_in_archive_chunks() {
     assert_eq!(loaded.micro_tasks[0].iterations.len(), 140);
     assert_eq!(loaded.micro_tasks[0].archived_iterations.len(), 3);
     assert_eq!(loaded.aggregate_stats.total_iterations, 140);
-    assert_eq!(progress(&out.job_dir)["micro_tasks"][0]["iterations"].as_array().unwrap().len(), 140 - 96);
+    assert_eq!(saved_form(&out.job_dir)["micro_tasks"][0]["iterations"].as_array().unwrap().len(), 140 - 96);
     let report = mtx_store::verify_job(&s.state_dir, &out.job_id).unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 
@@ -378,4 +391,52 @@ fn a_long_mt_keeps_its_old_iteration_records_in_archive_chunks() {
     let report = mtx_store::verify_job(&s.state_dir, &out.job_id).unwrap();
     assert!(report.problems.iter().any(|p| p.message.contains("MT-001_00033.json")), "{:?}", report.problems);
     assert!(store.load::<mtx_types::progress::ProgressArtifact>().is_err());
+}
+
+/// A run ledger near its 50 MB cap (11.4): FR-EVT-MTX-001 `storage_near_cap` at 80 %, and
+/// a `resource_exhausted` hard gate while one more iteration's records would still fit,
+/// instead of a failed append in the middle of a step.
+#[test]
+fn a_ledger_near_its_cap_warns_then_gates_resource_exhausted() {
+    use mtx_store::ledger::{LEDGER_CAP_BYTES, PluginCallRecord};
+    let fx = one_mt("true");
+    let policy = ExecutionPolicy { max_total_iterations: 1, ..ExecutionPolicy::default() };
+    let answer = no_claim();
+    let s = setup(&fx, cassette(&[("MT-001", 0, 1, &answer), ("MT-001", 0, 2, &answer)]), policy);
+    let out = run_job(&s, &fx.wp, &NoObserver).unwrap();
+    assert_eq!(out.summary.pending_gate.as_deref(), Some("max_total_iterations"), "{out:?}");
+    assert!(events_of(&out.job_dir, "FR-EVT-MTX-001").is_empty());
+
+    // Grow the ledger to within half a megabyte of its cap with large records.
+    {
+        let mut ledger = mtx_store::RunLedger::open(&out.job_dir.join("run_ledger.jsonl")).unwrap();
+        let pad = "x".repeat(1 << 20);
+        while ledger.size_bytes() + (1 << 20) + 4096 < LEDGER_CAP_BYTES - (512 << 10) {
+            ledger
+                .append_deferred(&mtx_store::LedgerRecord::PluginCall(PluginCallRecord {
+                    plugin: "padding".into(),
+                    digest: "0".repeat(64),
+                    world: None,
+                    input_hash: "0".repeat(64),
+                    output: serde_json::json!({ "pad": pad }),
+                    mt_id: None,
+                    step_id: None,
+                }))
+                .unwrap();
+        }
+        ledger.sync().unwrap();
+    }
+    mtx_executor::decide_gate(&s.state_dir, &out.job_id, mtx_types::GateChoice::Continue, None, "alice")
+        .unwrap();
+    let resumed = mtx_executor::resume_job(&s, &out.job_id, &NoObserver).unwrap();
+    assert_eq!(resumed.status, JobStatus::AwaitingUser, "{resumed:?}");
+    assert_eq!(resumed.summary.pending_gate.as_deref(), Some("resource_exhausted"), "{resumed:?}");
+    let warning = &events_of(&out.job_dir, "FR-EVT-MTX-001")[0]["payload"];
+    assert_eq!(warning["kind"], "storage_near_cap");
+    assert_eq!(warning["resource"], "run_ledger.jsonl");
+    let gates = events_of(&out.job_dir, "FR-EVT-MT-006");
+    assert_eq!(gates.last().unwrap()["payload"]["reason"], "resource_exhausted");
+    // No iteration started after the gate was due; the ledger stayed under its cap.
+    assert_eq!(events_of(&out.job_dir, "FR-EVT-MT-002").len(), 1);
+    assert!(std::fs::metadata(out.job_dir.join("run_ledger.jsonl")).unwrap().len() < LEDGER_CAP_BYTES);
 }

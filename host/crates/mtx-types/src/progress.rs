@@ -459,8 +459,10 @@ impl ProgressArtifact {
         s
     }
 
-    /// New archive chunks for every MT holding at least `2 * ARCHIVE_CHUNK` records past
-    /// its archived prefix: each takes the oldest `ARCHIVE_CHUNK` of them. The caller
+    /// New archive chunks: an MT holding at least `2 * ARCHIVE_CHUNK` records past its
+    /// archived prefix gives its oldest `ARCHIVE_CHUNK`, and a finished MT (completed,
+    /// failed, skipped) gives all of them, so the saved form holds the recent
+    /// records of unfinished MTs only. The caller
     /// writes the chunk files, then hands them to [`ProgressArtifact::adopt_archive_chunks`];
     /// the in-memory records stay where they are. Chunk names and bytes depend only on the
     /// records, so cutting again after a crash rewrites the same files.
@@ -468,15 +470,26 @@ impl ProgressArtifact {
         let mut chunks = Vec::new();
         for (index, entry) in self.micro_tasks.iter().enumerate() {
             let mut start = entry.archived_count();
-            while entry.iterations.len().saturating_sub(start) >= 2 * ARCHIVE_CHUNK {
-                let records = &entry.iterations[start..start + ARCHIVE_CHUNK];
+            // Blocked is not final: an MT waiting at a gate is blocked until the decision.
+            let finished = matches!(entry.status, MTStatus::Completed | MTStatus::Failed | MTStatus::Skipped);
+            loop {
+                let left = entry.iterations.len().saturating_sub(start);
+                let take = if left >= 2 * ARCHIVE_CHUNK {
+                    ARCHIVE_CHUNK
+                } else if finished && left > 0 {
+                    // A finished MT's history is final: all of it goes.
+                    left
+                } else {
+                    break;
+                };
+                let records = &entry.iterations[start..start + take];
                 let mut bytes = serde_json::to_vec(records).expect("iteration records serialise");
                 bytes.push(b'\n');
-                let last = &records[ARCHIVE_CHUNK - 1];
+                let last = &records[take - 1];
                 let reference = IterationArchiveRef {
                     path: format!("{ARCHIVE_DIR}/{}_{:05}.json", entry.mt_id, start + 1),
                     sha256: crate::common::sha256_hex(&bytes),
-                    count: ARCHIVE_CHUNK as u32,
+                    count: take as u32,
                     last_escalation_level: last.escalation_level,
                     last_iteration: last.iteration,
                     tokens_prompt: records.iter().map(|r| r.tokens_prompt).sum(),
@@ -484,7 +497,7 @@ impl ProgressArtifact {
                     duration_ms: records.iter().map(|r| r.duration_ms).sum(),
                 };
                 chunks.push(ArchiveChunk { entry: index, reference, bytes });
-                start += ARCHIVE_CHUNK;
+                start += take;
             }
         }
         chunks
@@ -640,7 +653,15 @@ impl ProgressArtifact {
                 }
                 previous = Some((it.escalation_level, it.iteration));
             }
+            // In the saved form a finished MT's records may all be archived; its last
+            // chunk then names the final iteration.
+            let in_last_chunk = saved
+                && entry
+                    .archived_iterations
+                    .last()
+                    .is_some_and(|c| Some(c.last_iteration) == entry.final_iteration);
             if let Some(last) = entry.final_iteration
+                && !in_last_chunk
                 && !entry.iterations.iter().any(|it| it.iteration == last)
             {
                 problems.push(format!("{mt} final_iteration {last} names no recorded iteration"));
@@ -785,21 +806,31 @@ pub(crate) mod tests {
     #[test]
     fn chunks_are_cut_only_from_a_long_history_and_leave_a_bounded_tail_inline() {
         let short = long_mt(2 * ARCHIVE_CHUNK as u32 - 1);
-        assert!(short.cut_archive_chunks().is_empty());
+        // Only the finished MT-001 gives its (three) records.
+        let cut = short.cut_archive_chunks();
+        assert_eq!(cut.len(), 1);
+        assert_eq!((cut[0].entry, cut[0].reference.count), (0, 3));
+        assert_eq!(cut[0].reference.path, "progress_archive/MT-001_00001.json");
         let mut p = long_mt(100);
-        let chunks = p.cut_archive_chunks();
+        let chunks: Vec<ArchiveChunk> = p.cut_archive_chunks().into_iter().filter(|c| c.entry == 1).collect();
         // 100 records: two chunks of 32, 36 left inline (32..=63).
         assert_eq!(chunks.len(), 2);
-        assert!(chunks.iter().all(|c| c.entry == 1));
         assert_eq!(chunks[0].reference.path, "progress_archive/MT-002_00001.json");
         assert_eq!(chunks[1].reference.path, "progress_archive/MT-002_00033.json");
         assert_eq!(chunks[1].reference.last_iteration, 4);
         assert_eq!(chunks[1].reference.last_escalation_level, 15);
         // The same records give the same chunk bytes: a repeated save rewrites them unchanged.
-        assert_eq!(p.cut_archive_chunks()[0].bytes, chunks[0].bytes);
+        let again: Vec<ArchiveChunk> = p.cut_archive_chunks().into_iter().filter(|c| c.entry == 1).collect();
+        assert_eq!(again[0].bytes, chunks[0].bytes);
         p.adopt_archive_chunks(chunks);
-        assert!(p.cut_archive_chunks().is_empty(), "nothing new to cut");
+        assert!(p.cut_archive_chunks().iter().all(|c| c.entry == 0), "nothing new to cut for MT-002");
         assert_eq!(p.micro_tasks[1].archived_count(), 64);
+        // Once MT-002 is finished, the rest of it goes too.
+        p.micro_tasks[1].status = MTStatus::Failed;
+        let rest: Vec<ArchiveChunk> = p.cut_archive_chunks().into_iter().filter(|c| c.entry == 1).collect();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].reference.count, 36);
+        assert_eq!(rest[0].reference.path, "progress_archive/MT-002_00065.json");
     }
 
     #[test]
@@ -837,7 +868,7 @@ pub(crate) mod tests {
     #[test]
     fn an_archive_chunk_that_does_not_match_its_reference_is_refused() {
         let mut p = long_mt(64);
-        let chunks = p.cut_archive_chunks();
+        let chunks: Vec<ArchiveChunk> = p.cut_archive_chunks().into_iter().filter(|c| c.entry == 1).collect();
         let good = chunks[0].bytes.clone();
         p.adopt_archive_chunks(chunks);
         let reference = p.micro_tasks[1].archived_iterations[0].clone();

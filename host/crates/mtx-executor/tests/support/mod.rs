@@ -137,8 +137,11 @@ pub fn events_of(job_dir: &Path, event_type: &str) -> Vec<Value> {
     events(job_dir).into_iter().filter(|e| e["event_type"] == event_type).collect()
 }
 
+/// The progress artifact as every reader sees it: loaded through the store, so the
+/// iteration records kept in archive chunks are included.
 pub fn progress(job_dir: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(job_dir.join("progress_artifact.json")).unwrap()).unwrap()
+    let store = mtx_store::ProgressStore::new(&job_dir.join("progress_artifact.json"));
+    serde_json::to_value(store.load::<mtx_types::progress::ProgressArtifact>().unwrap()).unwrap()
 }
 
 pub fn ledger(job_dir: &Path) -> Vec<Value> {
