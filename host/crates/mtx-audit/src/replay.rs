@@ -246,7 +246,19 @@ pub fn load_recorded_calls(state_dir: &Path, job_id: &str) -> Result<Vec<Recorde
             world_version: field("world_version")?,
             function: field("function")?,
             input_sha256: rec.input_hash.clone(),
-            input: field("input")?,
+            input: match rec.output.get("input").and_then(Value::as_str) {
+                Some(inline) => inline.to_owned(),
+                // A large input lives in the job's input pack; the ledger names where.
+                None => {
+                    let at: mtx_store::InputRef = rec
+                        .output
+                        .get("input_ref")
+                        .cloned()
+                        .and_then(|v| serde_json::from_value(v).ok())
+                        .ok_or_else(|| bad("it has neither a string `input` nor an `input_ref`".into()))?;
+                    mtx_store::read_input(job.root(), &at).map_err(|e| bad(format!("its input: {e}")))?
+                }
+            },
             output_sha256,
             output,
             outcome,

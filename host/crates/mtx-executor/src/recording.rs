@@ -10,6 +10,7 @@
 use std::sync::{Mutex, MutexGuard};
 
 use mtx_plugin::{GrantUse, PluginCall, PluginLog, PluginRecorder, World};
+use mtx_store::InputPack;
 use mtx_store::ledger::PluginCallRecord;
 use mtx_store::recorder::StoredEvent;
 use mtx_store::{Event, EventEnvelope, FlightRecorder, JobHistory, LedgerRecord, RunLedger, StoreError};
@@ -38,7 +39,12 @@ pub struct JobLog {
     /// Events recorded but not yet in the Job History index, which takes them at each
     /// barrier in one transaction.
     unindexed: Mutex<Vec<StoredEvent>>,
+    /// Large plugin-call inputs, kept out of the ledger (`plugin_inputs.jsonl`).
+    inputs: Mutex<InputPack>,
 }
+
+/// Plugin-call inputs longer than this go to the input pack, not inline in the ledger.
+const INLINE_INPUT_MAX: usize = 1024;
 
 /// Whether an event records a state change of the job (an MT started, decided, escalated,
 /// completed; a model answered; a cloud step), as opposed to a call or a runtime fact
@@ -87,6 +93,7 @@ impl JobLog {
         recorder: FlightRecorder,
         ledger: RunLedger,
         history: Option<JobHistory>,
+        inputs: InputPack,
     ) -> Self {
         if let Err(e) = recorder.set_group_commit(true) {
             tracing::warn!(job_id, error = %e, "flight recorder: group commit not enabled");
@@ -100,6 +107,7 @@ impl JobLog {
             scope: Mutex::new(StepScope::default()),
             replay: Mutex::new(Vec::new()),
             unindexed: Mutex::new(Vec::new()),
+            inputs: Mutex::new(inputs),
         }
     }
 
@@ -154,6 +162,8 @@ impl JobLog {
     /// (rebuildable from `events.jsonl`), so a reader may see it one barrier behind.
     pub fn sync(&self) -> Result<(), StoreError> {
         self.recorder.sync()?;
+        // The inputs before the ledger records that name them.
+        lock(&self.inputs).sync()?;
         self.ledger().sync()?;
         self.flush_index();
         Ok(())
@@ -291,6 +301,17 @@ impl PluginRecorder for JobLog {
         // the step's `prompt.txt`), so the ledger keeps the prompt's hash instead: the
         // largest part of every iteration's ledger bytes (11.4 caps the ledger at 50 MB).
         let (input, elided) = ledger_input(call);
+        let (input, input_ref) = if input.len() > INLINE_INPUT_MAX {
+            match lock(&self.inputs).append(&input) {
+                Ok(at) => (Value::Null, Some(at)),
+                Err(e) => {
+                    tracing::warn!(job_id = %self.job_id, error = %e, "input pack write failed; input kept inline");
+                    (Value::String(input), None)
+                }
+            }
+        } else {
+            (Value::String(input), None)
+        };
         let record = LedgerRecord::PluginCall(PluginCallRecord {
             plugin: call.plugin.clone(),
             digest: call.digest.clone(),
@@ -301,6 +322,7 @@ impl PluginRecorder for JobLog {
                 "world_version": call.world_version,
                 "role": call.role,
                 "input": input,
+                "input_ref": input_ref,
                 "input_elided": elided,
                 "output": output,
                 "output_sha256": call.output_sha256,

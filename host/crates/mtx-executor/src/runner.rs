@@ -19,6 +19,7 @@ use mtx_loop::{
 };
 use mtx_plugin::bindings::types as wit;
 use mtx_plugin::{CallContext, HostOptions, LoadedPlugin, PluginError, PluginHost, ReportedError};
+use mtx_store::InputPack;
 use mtx_store::fsutil::Content;
 use mtx_store::history::StatusUpdate;
 use mtx_store::ledger::{LedgerHeader, ResumeRecord};
@@ -256,7 +257,7 @@ pub fn run_job(
             None
         }
     };
-    let log = Arc::new(JobLog::new(&job_id, recorder, ledger, history));
+    let log = Arc::new(JobLog::new(&job_id, recorder, ledger, history, InputPack::open(dir.root())?));
     let policy = setup.policy.clone();
     let placeholder = ArtifactHandle {
         artifact_id: uuid::Uuid::now_v7().to_string(),
@@ -544,7 +545,7 @@ pub fn resume_job(
     let recorder = FlightRecorder::open(&dir.events(), correlation)?;
     let ledger = RunLedger::open(&dir.run_ledger())?;
     let history = JobHistory::open(&state.history_db()).ok();
-    let log = Arc::new(JobLog::new(job_id, recorder, ledger, history));
+    let log = Arc::new(JobLog::new(job_id, recorder, ledger, history, InputPack::open(dir.root())?));
     let defs_doc = read_definitions(&dir)?;
     let ext: LoopExt =
         progress.extra.get(EXT_KEY).and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default();
@@ -660,7 +661,7 @@ fn resume_planning(
     let recorder = FlightRecorder::open(&dir.events(), correlation)?;
     let ledger = RunLedger::open(&dir.run_ledger())?;
     let history = JobHistory::open(&state.history_db()).ok();
-    let log = Arc::new(JobLog::new(&record.job_id, recorder, ledger, history));
+    let log = Arc::new(JobLog::new(&record.job_id, recorder, ledger, history, InputPack::open(dir.root())?));
     record.workflow_run_id = workflow_run_id;
     let policy = record.execution_policy.clone();
     let job = Job {
