@@ -312,10 +312,39 @@ pub fn render_iteration_context(
         status.completed_mts.len(),
         status.total_mts
     ));
-    let completed =
-        if status.completed_mts.is_empty() { "none".to_string() } else { status.completed_mts.join(", ") };
-    s.push_str(&format!("Completed MTs: {completed}\n"));
+    s.push_str(&format!("Completed MTs: {}\n", completed_list(&status.completed_mts)));
     s
+}
+
+/// The completed MT ids with runs of three or more consecutive ids written as
+/// `MT-001..MT-250` \[D\]: the list is part of every prompt, and written out in full it
+/// would take a large packet's later MTs past their token budget (250 ids are about 500
+/// tokens).
+pub fn completed_list(ids: &[String]) -> String {
+    if ids.is_empty() {
+        return "none".to_string();
+    }
+    let number = |id: &str| id.strip_prefix("MT-").and_then(|n| n.parse::<u32>().ok());
+    let mut sorted: Vec<&String> = ids.iter().collect();
+    sorted.sort_by_key(|id| (number(id).is_none(), number(id), id.as_str()));
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let mut j = i;
+        while let (Some(a), Some(b)) =
+            (sorted.get(j).and_then(|x| number(x)), sorted.get(j + 1).and_then(|x| number(x)))
+            && b == a + 1
+        {
+            j += 1;
+        }
+        if j - i >= 2 {
+            parts.push(format!("{}..{}", sorted[i], sorted[j]));
+        } else {
+            parts.extend(sorted[i..=j].iter().map(|id| id.to_string()));
+        }
+        i = j + 1;
+    }
+    parts.join(", ")
 }
 
 /// YOUR TASK; `with_optional` adds the verification listing and notes (7.3 rule 2 cuts
@@ -1067,6 +1096,16 @@ mod tests {
         assert!(p2.contains("Overall Progress: 1 of 3 MTs complete\nCompleted MTs: MT-000\n"));
         assert!(p.contains("Overall Progress: 0 of 3 MTs complete\nCompleted MTs: none"));
         assert!(c.prompt_tokens <= mt.token_budget);
+    }
+
+    #[test]
+    fn completed_mts_are_listed_with_runs_collapsed() {
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(completed_list(&[]), "none");
+        assert_eq!(completed_list(&ids(&["MT-002", "MT-001"])), "MT-001, MT-002");
+        let many: Vec<String> = (1..=251).map(|i| format!("MT-{i:03}")).filter(|id| id != "MT-120").collect();
+        assert_eq!(completed_list(&many), "MT-001..MT-119, MT-121..MT-251");
+        assert_eq!(completed_list(&ids(&["MT-007", "MT-009", "MT-010", "MT-011"])), "MT-007, MT-009..MT-011");
     }
 
     #[test]
