@@ -168,30 +168,12 @@ fn loop_job(base: &Path, cache: &Path, budget: u32) -> Vec<Iteration> {
     let mut entries = Vec::new();
     for level in 0..levels {
         for iteration in 1..=CASSETTE_PER_LEVEL {
-            entries.push(json!({
-                "mt_id": "MT-001", "level": level, "iteration": iteration, "prompt_hash": null,
-                "response": format!("Still working on it (level {level}, try {iteration}); nothing to report yet.\n"),
-                "usage": {"prompt_tokens": 100, "completion_tokens": 20},
-                "finish_reason": "stop",
-                "error": null
-            }));
+            let response =
+                format!("Still working on it (level {level}, try {iteration}); nothing to report yet.\n");
+            entries.push(cassette_entry("MT-001", level, iteration, &response));
         }
     }
-    let models = json!({MODEL: {"context_window": 8192, "tokenizer_id": "qwen2", "max_vram_mb": 1000, "max_ram_mb": 1000}});
-    let cassette = json!({"schema_version": "mtx.cassette@1", "models": models, "entries": entries});
-    let mut plugins = PluginSet::defaults();
-    plugins.model_backend.config.insert("cassette".into(), cassette.to_string());
-    let setup = ExecutorSetup {
-        state_dir: ws.path().join(".mtx"),
-        workspace: ws.path().to_path_buf(),
-        plugins,
-        policy,
-        loras: Vec::new(),
-        toolbus: ToolBusSettings { proc_exec: vec!["true".into()], shell_program: None, env: Vec::new() },
-        capability_profile_id: "bench-profile".into(),
-        cache_dir: Some(cache.to_path_buf()),
-        user_id: "bench".into(),
-    };
+    let setup = bench_setup(ws.path(), cache, entries, policy, Vec::new());
     let started = Instant::now();
     let out = run_job(&setup, &wp, &NoObserver).expect("loop job");
     eprintln!(
@@ -207,6 +189,42 @@ fn loop_job(base: &Path, cache: &Path, budget: u32) -> Vec<Iteration> {
         }
     }
     iterations(&out.job_dir)
+}
+
+/// One `backend-replay` cassette entry answering `(mt, level, iteration)`.
+fn cassette_entry(mt_id: &str, level: u32, iteration: u32, response: &str) -> Value {
+    json!({
+        "mt_id": mt_id, "level": level, "iteration": iteration, "prompt_hash": null,
+        "response": response,
+        "usage": {"prompt_tokens": 100, "completion_tokens": 20},
+        "finish_reason": "stop",
+        "error": null
+    })
+}
+
+/// The built-in plugins with a cassette of `entries`, `true` as the one allowed command.
+fn bench_setup(
+    workspace: &Path,
+    cache: &Path,
+    entries: Vec<Value>,
+    policy: ExecutionPolicy,
+    loras: Vec<mtx_types::LoRAInfo>,
+) -> ExecutorSetup {
+    let models = json!({MODEL: {"context_window": 8192, "tokenizer_id": "qwen2", "max_vram_mb": 1000, "max_ram_mb": 1000}});
+    let cassette = json!({"schema_version": "mtx.cassette@1", "models": models, "entries": entries});
+    let mut plugins = PluginSet::defaults();
+    plugins.model_backend.config.insert("cassette".into(), cassette.to_string());
+    ExecutorSetup {
+        state_dir: workspace.join(".mtx"),
+        workspace: workspace.to_path_buf(),
+        plugins,
+        policy,
+        loras,
+        toolbus: ToolBusSettings { proc_exec: vec!["true".into()], shell_program: None, env: Vec::new() },
+        capability_profile_id: "bench-profile".into(),
+        cache_dir: Some(cache.to_path_buf()),
+        user_id: "bench".into(),
+    }
 }
 
 /// Splits the job's events at each FR-EVT-MT-002 and charges every backend call of the
@@ -547,31 +565,11 @@ fn long_job(base: &Path, cache: &Path, target: u32, fsync_p50: f64, spawn_p50: f
                 } else {
                     format!("Still reading {file} (level {level}, try {iteration}); nothing to report yet.\n")
                 };
-                entries.push(json!({
-                    "mt_id": d.mt_id, "level": level, "iteration": iteration, "prompt_hash": null,
-                    "response": response,
-                    "usage": {"prompt_tokens": 100, "completion_tokens": 20},
-                    "finish_reason": "stop",
-                    "error": null
-                }));
+                entries.push(cassette_entry(&d.mt_id, level, iteration, &response));
             }
         }
     }
-    let models = json!({MODEL: {"context_window": 8192, "tokenizer_id": "qwen2", "max_vram_mb": 1000, "max_ram_mb": 1000}});
-    let cassette = json!({"schema_version": "mtx.cassette@1", "models": models, "entries": entries});
-    let mut plugins = PluginSet::defaults();
-    plugins.model_backend.config.insert("cassette".into(), cassette.to_string());
-    let setup = ExecutorSetup {
-        state_dir: ws.path().join(".mtx"),
-        workspace: ws.path().to_path_buf(),
-        plugins,
-        policy,
-        loras,
-        toolbus: ToolBusSettings { proc_exec: vec!["true".into()], shell_program: None, env: Vec::new() },
-        capability_profile_id: "bench-profile".into(),
-        cache_dir: Some(cache.to_path_buf()),
-        user_id: "bench".into(),
-    };
+    let setup = bench_setup(ws.path(), cache, entries, policy, loras);
 
     let observer = LongObserver { debug, ..LongObserver::default() };
     let started = Instant::now();

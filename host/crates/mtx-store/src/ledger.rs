@@ -227,6 +227,17 @@ pub struct LedgerEntry {
     pub record: LedgerRecord,
 }
 
+/// Refuses a second header and a malformed step snapshot.
+fn check_appendable(record: &LedgerRecord) -> Result<(), StoreError> {
+    match record {
+        LedgerRecord::Header(_) => {
+            Err(StoreError::invalid("ledger record", "a ledger has exactly one header, written by create"))
+        }
+        LedgerRecord::Step(step) => check_step(step),
+        _ => Ok(()),
+    }
+}
+
 /// An open run ledger file.
 #[derive(Debug)]
 pub struct RunLedger {
@@ -316,15 +327,7 @@ impl RunLedger {
 
     /// Appends `record` and returns its `seq` once it is durable.
     pub fn append(&mut self, record: &LedgerRecord) -> Result<u64, StoreError> {
-        if let LedgerRecord::Header(_) = record {
-            return Err(StoreError::invalid(
-                "ledger record",
-                "a ledger has exactly one header, written by create",
-            ));
-        }
-        if let LedgerRecord::Step(step) = record {
-            check_step(step)?;
-        }
+        check_appendable(record)?;
         let appended = self.chain.append(&record.to_map()?)?;
         self.apply(record.clone());
         Ok(appended.seq)
@@ -335,15 +338,7 @@ impl RunLedger {
     /// (plugin calls) and step snapshots whose durability a later barrier provides; a
     /// step `in_progress` must use [`RunLedger::append`] (8.3 item 3).
     pub fn append_deferred(&mut self, record: &LedgerRecord) -> Result<u64, StoreError> {
-        if let LedgerRecord::Header(_) = record {
-            return Err(StoreError::invalid(
-                "ledger record",
-                "a ledger has exactly one header, written by create",
-            ));
-        }
-        if let LedgerRecord::Step(step) = record {
-            check_step(step)?;
-        }
+        check_appendable(record)?;
         let appended = self.chain.append_deferred(&record.to_map()?)?;
         self.apply(record.clone());
         Ok(appended.seq)
@@ -359,16 +354,7 @@ impl RunLedger {
     pub fn append_all(&mut self, records: &[LedgerRecord]) -> Result<u64, StoreError> {
         let mut bodies = Vec::with_capacity(records.len());
         for record in records {
-            match record {
-                LedgerRecord::Header(_) => {
-                    return Err(StoreError::invalid(
-                        "ledger record",
-                        "a ledger has exactly one header, written by create",
-                    ));
-                }
-                LedgerRecord::Step(step) => check_step(step)?,
-                _ => {}
-            }
+            check_appendable(record)?;
             bodies.push(record.to_map()?);
         }
         let appended = self.chain.append_all(&bodies)?;
