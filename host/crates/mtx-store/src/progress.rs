@@ -16,7 +16,9 @@
 
 use std::path::{Path, PathBuf};
 
-use mtx_types::progress::{ARCHIVE_DIR, ArchiveChunk, DetachedHistory, ProgressArtifact};
+use std::sync::{Arc, Mutex};
+
+use mtx_types::progress::{ARCHIVE_DIR, ArchiveChunk, DetachedHistory, MTProgressEntry, ProgressArtifact};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -62,6 +64,78 @@ pub trait ProgressDocument: Serialize + DeserializeOwned {
     fn attach(&mut self, _read: &mut dyn FnMut(&str) -> Result<Vec<u8>, String>) -> Result<(), String> {
         Ok(())
     }
+    /// The file bytes of the saved form (integrity member and final newline included),
+    /// reusing `cache`; `None` for the plain encoding.
+    fn encode_saved(&mut self, _cache: &mut EntryCache) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+/// Serialised forms of progress entries from earlier saves by the same store, reused while
+/// an entry is unchanged. A finished MT's entry does not change again, so a save does not
+/// serialise the job's whole past (the saved document still holds every entry).
+#[derive(Debug, Default)]
+pub struct EntryCache {
+    entries: Vec<Option<CachedEntry>>,
+}
+
+#[derive(Debug)]
+struct CachedEntry {
+    entry: MTProgressEntry,
+    canonical: Vec<u8>,
+    pretty: Vec<u8>,
+}
+
+impl EntryCache {
+    /// The canonical form of every entry and its pretty form as nested in the document,
+    /// in order.
+    fn forms(&mut self, entries: &[MTProgressEntry]) -> Vec<(&[u8], &[u8])> {
+        self.entries.resize_with(entries.len(), || None);
+        for (slot, entry) in self.entries.iter_mut().zip(entries) {
+            if slot.as_ref().is_some_and(|c| &c.entry == entry) {
+                continue;
+            }
+            // serde's pretty printer puts each entry two levels deep: four more spaces on
+            // every line (strings hold no raw newline).
+            let plain = serde_json::to_vec_pretty(entry).expect("progress entries serialise");
+            let mut pretty = Vec::with_capacity(plain.len() + plain.len() / 8);
+            pretty.extend_from_slice(b"    ");
+            for line in plain.split_inclusive(|&b| b == b'\n') {
+                pretty.extend_from_slice(line);
+                if line.ends_with(b"\n") {
+                    pretty.extend_from_slice(b"    ");
+                }
+            }
+            *slot = Some(CachedEntry {
+                entry: entry.clone(),
+                canonical: mtx_types::canonical_json(entry),
+                pretty,
+            });
+        }
+        self.entries
+            .iter()
+            .map(|c| {
+                let c = c.as_ref().expect("filled above");
+                (c.canonical.as_slice(), c.pretty.as_slice())
+            })
+            .collect()
+    }
+}
+
+/// Stands for `micro_tasks` while the rest of the document is encoded.
+const ENTRIES_PLACEHOLDER: &str = "@@mtx-progress-entries@@";
+
+/// Replaces the one occurrence of `needle` in `text`; `None` unless there is exactly one.
+fn splice_once(text: &[u8], needle: &[u8], with: &[u8]) -> Option<Vec<u8>> {
+    let at = text.windows(needle.len()).position(|w| w == needle)?;
+    if text[at + 1..].windows(needle.len()).any(|w| w == needle) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(text.len() + with.len());
+    out.extend_from_slice(&text[..at]);
+    out.extend_from_slice(with);
+    out.extend_from_slice(&text[at + needle.len()..]);
+    Some(out)
 }
 
 impl ProgressDocument for ProgressArtifact {
@@ -102,6 +176,55 @@ impl ProgressDocument for ProgressArtifact {
     fn attach(&mut self, read: &mut dyn FnMut(&str) -> Result<Vec<u8>, String>) -> Result<(), String> {
         self.attach_archived(read)
     }
+
+    /// The document without its entries is encoded with a placeholder in their place, and
+    /// the entries' cached forms are spliced in: the same bytes as the plain encoding.
+    fn encode_saved(&mut self, cache: &mut EntryCache) -> Option<Vec<u8>> {
+        use serde_json::Value;
+        let entries = std::mem::take(&mut self.micro_tasks);
+        let top = serde_json::to_value(&*self);
+        self.micro_tasks = entries;
+        let Ok(Value::Object(mut top)) = top else { return None };
+        top.remove(INTEGRITY_MEMBER);
+        // Replacing the value keeps the key where serde put it.
+        top.insert("micro_tasks".into(), Value::from(ENTRIES_PLACEHOLDER));
+        let forms = cache.forms(&self.micro_tasks);
+
+        let mut needle = b"\"micro_tasks\":".to_vec();
+        needle.extend(mtx_types::canonical_json_value(&Value::from(ENTRIES_PLACEHOLDER)));
+        let mut array = b"\"micro_tasks\":[".to_vec();
+        for (i, (canonical, _)) in forms.iter().enumerate() {
+            if i > 0 {
+                array.push(b',');
+            }
+            array.extend_from_slice(canonical);
+        }
+        array.push(b']');
+        let top_value = Value::Object(top);
+        let canonical = splice_once(&mtx_types::canonical_json_value(&top_value), &needle, &array)?;
+        let Value::Object(mut top) = top_value else { return None };
+        top.insert(INTEGRITY_MEMBER.into(), Value::from(mtx_types::sha256_hex(&canonical)));
+
+        let mut needle = b"\"micro_tasks\": ".to_vec();
+        needle.extend(serde_json::to_vec(ENTRIES_PLACEHOLDER).ok()?);
+        let mut array = b"\"micro_tasks\": ".to_vec();
+        if forms.is_empty() {
+            array.extend_from_slice(b"[]");
+        } else {
+            array.extend_from_slice(b"[\n");
+            for (i, (_, pretty)) in forms.iter().enumerate() {
+                if i > 0 {
+                    array.extend_from_slice(b",\n");
+                }
+                array.extend_from_slice(pretty);
+            }
+            array.extend_from_slice(b"\n  ]");
+        }
+        let pretty = serde_json::to_vec_pretty(&top).ok()?;
+        let mut bytes = splice_once(&pretty, &needle, &array)?;
+        bytes.push(b'\n');
+        Some(bytes)
+    }
 }
 
 /// The progress artifact of one job.
@@ -109,16 +232,17 @@ impl ProgressDocument for ProgressArtifact {
 pub struct ProgressStore {
     path: PathBuf,
     cap: u64,
+    cache: Arc<Mutex<EntryCache>>,
 }
 
 impl ProgressStore {
     pub fn new(path: &Path) -> Self {
-        ProgressStore { path: path.to_owned(), cap: PROGRESS_CAP_BYTES }
+        ProgressStore { path: path.to_owned(), cap: PROGRESS_CAP_BYTES, cache: Arc::default() }
     }
 
     /// A store with another cap (tests of the cap path, small deployments).
     pub fn with_cap(path: &Path, cap: u64) -> Self {
-        ProgressStore { path: path.to_owned(), cap }
+        ProgressStore { path: path.to_owned(), cap, cache: Arc::default() }
     }
 
     pub fn path(&self) -> &Path {
@@ -202,17 +326,11 @@ impl ProgressStore {
         if let Err(problems) = doc.validate_saved() {
             return Err(StoreError::invalid("progress artifact", problems.join("; ")));
         }
-        let mut value = serde_json::to_value(&*doc)
-            .map_err(|e| StoreError::invalid("progress artifact", e.to_string()))?;
-        let Some(map) = value.as_object_mut() else {
-            return Err(StoreError::invalid("progress artifact", "document is not a JSON object"));
+        let cached = doc.encode_saved(&mut self.cache.lock().unwrap_or_else(|p| p.into_inner()));
+        let bytes = match cached {
+            Some(bytes) => bytes,
+            None => encode_plain(&*doc)?,
         };
-        map.remove(INTEGRITY_MEMBER);
-        let digest = mtx_types::sha256_hex(&mtx_types::canonical_json_value(&value));
-        let map = value.as_object_mut().expect("checked above");
-        map.insert(INTEGRITY_MEMBER.into(), serde_json::Value::from(digest));
-        let mut bytes = serde_json::to_vec_pretty(&map).expect("JSON values serialise");
-        bytes.push(b'\n');
         let size = bytes.len() as u64;
         if size > self.cap {
             return Err(StoreError::TooLarge { path: self.path.clone(), size, cap: self.cap });
@@ -230,6 +348,22 @@ impl ProgressStore {
         .map_err(|e| StoreError::io(&self.path, e))?;
         Ok(size)
     }
+}
+
+/// The saved file's bytes: pretty JSON with the integrity member, then a newline.
+fn encode_plain<T: Serialize>(doc: &T) -> Result<Vec<u8>, StoreError> {
+    let mut value =
+        serde_json::to_value(doc).map_err(|e| StoreError::invalid("progress artifact", e.to_string()))?;
+    let Some(map) = value.as_object_mut() else {
+        return Err(StoreError::invalid("progress artifact", "document is not a JSON object"));
+    };
+    map.remove(INTEGRITY_MEMBER);
+    let digest = mtx_types::sha256_hex(&mtx_types::canonical_json_value(&value));
+    let map = value.as_object_mut().expect("checked above");
+    map.insert(INTEGRITY_MEMBER.into(), serde_json::Value::from(digest));
+    let mut bytes = serde_json::to_vec_pretty(&map).expect("JSON values serialise");
+    bytes.push(b'\n');
+    Ok(bytes)
 }
 
 /// Keeps the current document as `previous` before it is replaced: a hard link, so no
@@ -480,5 +614,38 @@ pub(crate) mod tests {
 
         std::fs::write(&chunk, good).unwrap();
         assert_eq!(store.load::<ProgressArtifact>().unwrap().micro_tasks[0].iterations.len(), 200);
+    }
+
+    #[test]
+    fn the_cached_encoding_is_byte_for_byte_the_plain_one_and_follows_changes() {
+        let mut cache = EntryCache::default();
+        let mut doc = long_progress(10);
+        doc.micro_tasks[1].status = mtx_types::progress::MTStatus::Completed;
+        doc.extra.insert("x_ext".into(), serde_json::json!({"micro_tasks": "not the entries", "n": [1, 2]}));
+        for round in 0..3 {
+            if round == 2 {
+                // An entry that changes is encoded again, not taken from the cache.
+                doc.micro_tasks[0].iterations.pop();
+                doc.micro_tasks[1].name = "renamed".into();
+            }
+            let cached = doc.encode_saved(&mut cache).expect("the cached encoding applies");
+            assert_eq!(
+                String::from_utf8(cached).unwrap(),
+                String::from_utf8(encode_plain(&doc).unwrap()).unwrap()
+            );
+        }
+        let mut empty = crate::rebuild::tests::sample_progress();
+        empty.micro_tasks.clear();
+        let cached = empty.encode_saved(&mut EntryCache::default()).unwrap();
+        assert_eq!(cached, encode_plain(&empty).unwrap());
+
+        // Through the store: saves reuse the cache and loads check the content hash.
+        let dir = tempfile::tempdir().unwrap();
+        let store = ProgressStore::new(&dir.path().join("progress_artifact.json"));
+        let mut doc = long_progress(150);
+        store.save(&mut doc).unwrap();
+        doc.micro_tasks[1].status = mtx_types::progress::MTStatus::Skipped;
+        store.save(&mut doc).unwrap();
+        assert_eq!(store.load::<ProgressArtifact>().unwrap(), doc);
     }
 }
