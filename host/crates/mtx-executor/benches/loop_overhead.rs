@@ -191,6 +191,26 @@ fn loop_job(base: &Path, cache: &Path, budget: u32) -> Vec<Iteration> {
     iterations(&out.job_dir)
 }
 
+/// A plugin host with `cache` as its compile cache, the built-in planner's spec, and the
+/// planner's input for `wp` over `files` (the executor's context window).
+fn planner_setup(
+    cache: &Path,
+    wp: &mtx_wp::WorkPacket,
+    files: Vec<wit::WorkspaceFile>,
+) -> (PluginHost, PluginSpec, wit::PlannerInput) {
+    let input = wit::PlannerInput {
+        packet: mtx_executor::convert::work_packet(wp),
+        workspace_files: files,
+        context_window: 8192,
+    };
+    let host = PluginHost::new(
+        HostOptions { cache_dir: Some(cache.to_path_buf()) },
+        std::sync::Arc::new(NullRecorder),
+    )
+    .expect("plugin host");
+    (host, PluginSpec::builtin("planner-default", "planner", World::MtPlanner), input)
+}
+
 /// One `backend-replay` cassette entry answering `(mt, level, iteration)`.
 fn cassette_entry(mt_id: &str, level: u32, iteration: u32, response: &str) -> Value {
     json!({
@@ -277,17 +297,7 @@ fn planning(base: &Path, cache: &Path, fsync_p50: f64) {
     let files: Vec<wit::WorkspaceFile> = (0..1000)
         .map(|i| wit::WorkspaceFile { path: format!("src/f{i:04}.txt"), size_bytes: 2_000 })
         .collect();
-    let input = wit::PlannerInput {
-        packet: mtx_executor::convert::work_packet(&wp),
-        workspace_files: files,
-        context_window: 8192,
-    };
-    let host = PluginHost::new(
-        HostOptions { cache_dir: Some(cache.to_path_buf()) },
-        std::sync::Arc::new(NullRecorder),
-    )
-    .expect("plugin host");
-    let spec = PluginSpec::builtin("planner-default", "planner", World::MtPlanner);
+    let (host, spec, input) = planner_setup(cache, &wp, files);
     let ctx = || CallContext { clock: mtx_types::now_rfc3339(), ..CallContext::default() };
     let t = Instant::now();
     let planner = host.load(&spec).expect("planner loads");
@@ -648,17 +658,7 @@ fn long_plan(wp_path: &Path, workspace: &Path, cache: &Path) -> Vec<MicroTaskDef
         })
         .collect();
     files.sort_by(|a, b| a.path.cmp(&b.path));
-    let input = wit::PlannerInput {
-        packet: mtx_executor::convert::work_packet(&wp),
-        workspace_files: files,
-        context_window: 8192,
-    };
-    let host = PluginHost::new(
-        HostOptions { cache_dir: Some(cache.to_path_buf()) },
-        std::sync::Arc::new(NullRecorder),
-    )
-    .expect("plugin host");
-    let spec = PluginSpec::builtin("planner-default", "planner", World::MtPlanner);
+    let (host, spec, input) = planner_setup(cache, &wp, files);
     let planner = host.load(&spec).expect("planner loads");
     let ctx = CallContext { clock: mtx_types::now_rfc3339(), ..CallContext::default() };
     let planned = host.plan(&planner, &input, &ctx).expect("plan");
