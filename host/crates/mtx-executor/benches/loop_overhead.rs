@@ -134,27 +134,7 @@ fn loop_job(base: &Path, cache: &Path, budget: u32) -> Vec<Iteration> {
     // planner-default gives the MT `retry_budget` 3, so 5.9.1 allows min(20, 3 + 1) = 4
     // iterations per level, and the escalation policy may leave a level sooner: the chain
     // gets one level per budgeted iteration so that `max_total_iterations` is what binds.
-    let levels = budget;
-    let mut chain: Vec<EscalationLevel> = (0..levels)
-        .map(|level| EscalationLevel {
-            level,
-            model_id: MODEL.into(),
-            lora_id: None,
-            lora_selector: None,
-            is_cloud: false,
-            is_hard_gate: false,
-            context_window: 8192,
-        })
-        .collect();
-    chain.push(EscalationLevel {
-        level: levels,
-        model_id: HARD_GATE_MODEL_ID.into(),
-        lora_id: None,
-        lora_selector: None,
-        is_cloud: false,
-        is_hard_gate: true,
-        context_window: 8192,
-    });
+    let chain = one_model_chain(budget, |_| None);
     let policy = ExecutionPolicy {
         max_iterations_per_mt: PER_MT,
         max_total_iterations: budget,
@@ -166,7 +146,7 @@ fn loop_job(base: &Path, cache: &Path, budget: u32) -> Vec<Iteration> {
         ..ExecutionPolicy::default()
     };
     let mut entries = Vec::new();
-    for level in 0..levels {
+    for level in 0..budget {
         for iteration in 1..=CASSETTE_PER_LEVEL {
             let response =
                 format!("Still working on it (level {level}, try {iteration}); nothing to report yet.\n");
@@ -209,6 +189,23 @@ fn planner_setup(
     )
     .expect("plugin host");
     (host, PluginSpec::builtin("planner-default", "planner", World::MtPlanner), input)
+}
+
+/// `levels` local levels of [`MODEL`] (with the LoRA `lora` gives each), then a HARD_GATE
+/// level: no level change ever swaps the model.
+fn one_model_chain(levels: u32, lora: impl Fn(u32) -> Option<String>) -> Vec<EscalationLevel> {
+    let level = |level: u32, model_id: &str, lora_id: Option<String>, is_hard_gate: bool| EscalationLevel {
+        level,
+        model_id: model_id.into(),
+        lora_id,
+        lora_selector: None,
+        is_cloud: false,
+        is_hard_gate,
+        context_window: 8192,
+    };
+    let mut chain: Vec<EscalationLevel> = (0..levels).map(|l| level(l, MODEL, lora(l), false)).collect();
+    chain.push(level(levels, HARD_GATE_MODEL_ID, None, true));
+    chain
 }
 
 /// One `backend-replay` cassette entry answering `(mt, level, iteration)`.
@@ -511,26 +508,7 @@ fn long_job(base: &Path, cache: &Path, target: u32, fsync_p50: f64, spawn_p50: f
     // Levels 1 and 3 pin a LoRA of the same base model: the adapter changes, the loaded
     // model does not, so the chain stays free of swaps.
     let lora = |level: u32| (level % 2 == 1).then(|| "text-greetings-v1".to_string());
-    let mut chain: Vec<EscalationLevel> = (0..LONG_LEVELS)
-        .map(|level| EscalationLevel {
-            level,
-            model_id: MODEL.into(),
-            lora_id: lora(level),
-            lora_selector: None,
-            is_cloud: false,
-            is_hard_gate: false,
-            context_window: 8192,
-        })
-        .collect();
-    chain.push(EscalationLevel {
-        level: LONG_LEVELS,
-        model_id: HARD_GATE_MODEL_ID.into(),
-        lora_id: None,
-        lora_selector: None,
-        is_cloud: false,
-        is_hard_gate: true,
-        context_window: 8192,
-    });
+    let chain = one_model_chain(LONG_LEVELS, lora);
     let loras = vec![mtx_types::LoRAInfo {
         lora_id: "text-greetings-v1".into(),
         lora_version: None,

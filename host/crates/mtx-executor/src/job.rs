@@ -205,7 +205,7 @@ impl Job {
                 completed_at: self.record.completed_at.clone(),
                 current_mt: self.progress.current_state.active_mt.clone(),
                 current_level: Some(self.progress.current_state.active_model_level),
-                models_used: Some(self.models_used()),
+                models_used: Some(self.progress.models_used()),
                 metrics: Some(serde_json::to_value(self.summary()).unwrap_or(Value::Null)),
             };
             if let Err(e) = h.update_status(self.job_id(), &update) {
@@ -213,18 +213,6 @@ impl Job {
             }
         }
         Ok(())
-    }
-
-    fn models_used(&self) -> Vec<String> {
-        let mut models: Vec<String> = self
-            .progress
-            .micro_tasks
-            .iter()
-            .flat_map(|e| e.iterations.iter().map(|i| i.model_id.clone()))
-            .collect();
-        models.sort();
-        models.dedup();
-        models
     }
 
     /// Rewrites `job.json` from the current state.

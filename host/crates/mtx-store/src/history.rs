@@ -349,24 +349,12 @@ impl JobHistory {
         check_job_contract(&row.job_kind, &row.profile_id, &row.protocol_id)
             .map_err(|e| StoreError::invalid("job contract", e.to_string()))?;
         // Through the progress store, so archived iteration records count too.
-        let progress = crate::progress::ProgressStore::new(&job.progress_artifact())
+        if let Ok(p) = crate::progress::ProgressStore::new(&job.progress_artifact())
             .load::<mtx_types::progress::ProgressArtifact>()
-            .ok()
-            .and_then(|p| serde_json::to_value(p).ok());
-        if let Some(p) = progress {
-            let state = &p["current_state"];
-            row.current_mt = state["active_mt"].as_str().map(str::to_owned);
-            row.current_level = state["active_model_level"].as_u64().and_then(|n| u32::try_from(n).ok());
-            let mut models: Vec<String> = p["micro_tasks"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .flat_map(|mt| mt["iterations"].as_array().into_iter().flatten())
-                .filter_map(|it| it["model_id"].as_str().map(str::to_owned))
-                .collect();
-            models.sort();
-            models.dedup();
-            row.models_used = models;
+        {
+            row.current_mt = p.current_state.active_mt.clone();
+            row.current_level = Some(p.current_state.active_model_level);
+            row.models_used = p.models_used();
         }
         let events = if job.events().exists() { read_events(&job.events())? } else { Vec::new() };
         let tx = self.conn.unchecked_transaction().map_err(|e| self.sql(e))?;

@@ -308,13 +308,8 @@ impl ProgressStore {
         let dir = root.join(ARCHIVE_DIR);
         let mut files = Vec::with_capacity(chunks.len());
         for chunk in chunks {
+            chunk.reference.check_path().map_err(|problem| StoreError::invalid("archive chunk", problem))?;
             let name = chunk.reference.path.strip_prefix(&format!("{ARCHIVE_DIR}/")).unwrap_or_default();
-            if name.is_empty() || name.contains('/') {
-                return Err(StoreError::invalid(
-                    "archive chunk",
-                    format!("bad path {}", chunk.reference.path),
-                ));
-            }
             files.push((name, chunk.bytes.as_slice()));
         }
         crate::fsutil::atomic_write_all(&dir, &files).map_err(|e| StoreError::io(&dir, e))

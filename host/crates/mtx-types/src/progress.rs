@@ -138,6 +138,21 @@ pub struct IterationArchiveRef {
 }
 
 impl IterationArchiveRef {
+    /// The reference of a chunk at `path` holding `records` as `bytes`; `None` for no records.
+    fn describe(path: String, bytes: &[u8], records: &[IterationRecord]) -> Option<Self> {
+        let last = records.last()?;
+        Some(IterationArchiveRef {
+            path,
+            sha256: crate::common::sha256_hex(bytes),
+            count: records.len() as u32,
+            last_escalation_level: last.escalation_level,
+            last_iteration: last.iteration,
+            tokens_prompt: records.iter().map(|r| r.tokens_prompt).sum(),
+            tokens_completion: records.iter().map(|r| r.tokens_completion).sum(),
+            duration_ms: records.iter().map(|r| r.duration_ms).sum(),
+        })
+    }
+
     /// Refuses a path that is not a plain file name under `progress_archive/`, so an
     /// edited reference cannot make a reader open anything else.
     pub fn check_path(&self) -> Result<(), String> {
@@ -162,16 +177,7 @@ impl IterationArchiveRef {
         }
         let records: Vec<IterationRecord> =
             serde_json::from_slice(bytes).map_err(|e| format!("archive chunk {path}: {e}"))?;
-        let last = records.last().map(|r| (r.escalation_level, r.iteration));
-        let totals = (
-            records.iter().map(|r| r.tokens_prompt).sum::<u64>(),
-            records.iter().map(|r| r.tokens_completion).sum::<u64>(),
-            records.iter().map(|r| r.duration_ms).sum::<u64>(),
-        );
-        if records.len() != self.count as usize
-            || last != Some((self.last_escalation_level, self.last_iteration))
-            || totals != (self.tokens_prompt, self.tokens_completion, self.duration_ms)
-        {
+        if Self::describe(path.clone(), bytes, &records).as_ref() != Some(self) {
             return Err(format!("archive chunk {path} does not match its recorded count and totals"));
         }
         Ok(records)
@@ -413,6 +419,15 @@ impl ProgressArtifact {
         self.aggregate_stats = self.aggregate(false);
     }
 
+    /// The models of every recorded iteration, sorted, each once.
+    pub fn models_used(&self) -> Vec<String> {
+        let mut models: Vec<String> =
+            self.micro_tasks.iter().flat_map(|e| e.iterations.iter().map(|i| i.model_id.clone())).collect();
+        models.sort();
+        models.dedup();
+        models
+    }
+
     /// [`ProgressArtifact::recompute_aggregate_stats`] for the saved form (archived records
     /// left out of `iterations`).
     pub fn recompute_aggregate_stats_saved(&mut self) {
@@ -485,17 +500,9 @@ impl ProgressArtifact {
                 let records = &entry.iterations[start..start + take];
                 let mut bytes = serde_json::to_vec(records).expect("iteration records serialise");
                 bytes.push(b'\n');
-                let last = &records[take - 1];
-                let reference = IterationArchiveRef {
-                    path: format!("{ARCHIVE_DIR}/{}_{:05}.json", entry.mt_id, start + 1),
-                    sha256: crate::common::sha256_hex(&bytes),
-                    count: take as u32,
-                    last_escalation_level: last.escalation_level,
-                    last_iteration: last.iteration,
-                    tokens_prompt: records.iter().map(|r| r.tokens_prompt).sum(),
-                    tokens_completion: records.iter().map(|r| r.tokens_completion).sum(),
-                    duration_ms: records.iter().map(|r| r.duration_ms).sum(),
-                };
+                let path = format!("{ARCHIVE_DIR}/{}_{:05}.json", entry.mt_id, start + 1);
+                let reference =
+                    IterationArchiveRef::describe(path, &bytes, records).expect("a chunk holds records");
                 chunks.push(ArchiveChunk { entry: index, reference, bytes });
                 start += take;
             }
