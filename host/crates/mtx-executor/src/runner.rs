@@ -20,7 +20,7 @@ use mtx_loop::{
 use mtx_plugin::bindings::types as wit;
 use mtx_plugin::{CallContext, HostOptions, LoadedPlugin, PluginError, PluginHost, ReportedError};
 use mtx_store::InputPack;
-use mtx_store::fsutil::Content;
+use mtx_store::fsutil::{Content, WriteGroup};
 use mtx_store::history::StatusUpdate;
 use mtx_store::ledger::{LedgerHeader, ResumeRecord};
 use mtx_store::{
@@ -698,14 +698,11 @@ fn arm_crash_replay(job: &Job) -> Result<(), ExecError> {
     Ok(())
 }
 
-/// Name of a step's commit record, `step_outputs/<key>/commit.json`.
-const COMMIT_FILE: &str = "commit.json";
-
 /// Everything that follows a step's commit marker (`output.json`, then the ledger's
 /// `completed`): the progress bookkeeping, FR-EVT-MT-003/017 and the decision. It is kept
-/// in `commit.json` next to `output.json`, so a crash between the commit marker and the progress save is
-/// finished from it without running the step again (8.5: completed steps are never
-/// re-run; their IterationRecord is rebuilt from `output.json`).
+/// in `output.json` itself (`loop_commit`), so a crash between the commit marker and the
+/// progress save is finished from it without running the step again (8.5: completed steps
+/// are never re-run; their IterationRecord is rebuilt from `output.json`).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct StepCommit {
     record: IterationRecord,
@@ -869,16 +866,28 @@ impl<'a> Run<'a> {
     }
 
     fn put_artifact(&self, bytes: &[u8], kind: &str, media: &str) -> Result<ArtifactHandle, ExecError> {
-        Ok(self.artifacts.put(
-            bytes,
-            ArtifactMeta {
-                kind: kind.into(),
-                producer: "host".into(),
-                job_id: Some(self.job.job_id().to_string()),
-                media_type: Some(media.into()),
-                ..ArtifactMeta::default()
-            },
-        )?)
+        Ok(self.artifacts.put(bytes, self.host_meta(kind, media))?)
+    }
+
+    /// [`Run::put_artifact`] into `group`, written when the caller commits it.
+    fn stage_artifact(
+        &self,
+        group: &mut WriteGroup,
+        bytes: &[u8],
+        kind: &str,
+        media: &str,
+    ) -> Result<ArtifactHandle, ExecError> {
+        Ok(self.artifacts.stage(group, bytes, self.host_meta(kind, media))?)
+    }
+
+    fn host_meta(&self, kind: &str, media: &str) -> ArtifactMeta {
+        ArtifactMeta {
+            kind: kind.into(),
+            producer: "host".into(),
+            job_id: Some(self.job.job_id().to_string()),
+            media_type: Some(media.into()),
+            ..ArtifactMeta::default()
+        }
     }
 
     /// The last bytes of a stored command output, for the policy's failure classification.
@@ -2027,7 +2036,11 @@ impl<'a> Run<'a> {
         let claimed = signal.claimed_complete && !signal.malformed;
 
         // l. edits, through the Tool Bus only
-        let protected = self.protected_files(mt);
+        let parsed = mtx_loop::parse_edits(&response);
+        // The protected files (a walk of the workspace) matter only to edits and to the
+        // validators of a claim; an iteration with neither skips the walk.
+        let protected =
+            if claimed || !parsed.edits.is_empty() { self.protected_files(mt) } else { Vec::new() };
         let created_before: Vec<String> = mt
             .files
             .create
@@ -2038,7 +2051,6 @@ impl<'a> Run<'a> {
             })
             .cloned()
             .collect();
-        let parsed = mtx_loop::parse_edits(&response);
         let rules = EditRules { protected_files: &protected, created_by_this_mt: &created_before };
         let mut resolved = mtx_loop::resolve_edits(&parsed, mt, &reader, &rules).map_err(internal)?;
         if !resolved.writes.is_empty() {
@@ -2506,10 +2518,9 @@ impl<'a> Run<'a> {
             validation_ref: validation_ref.clone(),
             mt_id: mt_id.clone(),
             iteration_record: Some(record),
+            loop_commit: Some(serde_json::to_value(&commit).map_err(internal)?),
         };
-        // The commit record goes first: `output.json` is the step's commit marker.
-        let commit_bytes = serde_json::to_vec_pretty(&commit).map_err(internal)?;
-        let output_ref = self.job.dir.write_step_output_after(&output, &[(COMMIT_FILE, &commit_bytes)])?;
+        let output_ref = self.job.dir.write_step_output(&output)?;
         // Durable with the next barrier, which comes before the progress save: a power loss
         // before it leaves the step `in_progress` with its `output.json`, which recovery
         // completes (8.5 item 2.4).
@@ -2535,17 +2546,16 @@ impl<'a> Run<'a> {
             Some(s) if s.status == LedgerStepStatus::Completed => s.idempotency_key.clone(),
             _ => return Ok(None),
         };
-        if !self.job.dir.step_output_exists(&key) {
+        let Some((output, _)) = self.job.dir.read_step_output(&key)? else {
             return Ok(None);
-        }
-        let path = self.job.dir.step_dir(&key)?.join(COMMIT_FILE);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(internal(anyhow::anyhow!("reading {}: {e}", path.display()))),
         };
-        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            internal(anyhow::anyhow!("step {step_id}: unreadable commit record {}: {e}", path.display()))
+        let Some(commit) = output.loop_commit else {
+            return Ok(None);
+        };
+        serde_json::from_value(commit).map(Some).map_err(|e| {
+            internal(anyhow::anyhow!(
+                "step {step_id}: unreadable loop commit in step_outputs/{key}/output.json: {e}"
+            ))
         })
     }
 
@@ -3192,7 +3202,9 @@ impl<'a> Run<'a> {
                 (text, env.full_prompt_hash.clone(), env.hashes(), 0)
             }
         };
-        let prompt_ref = self.put_artifact(prompt.as_bytes(), "prompt", "text/plain")?;
+        // The prompt and its snapshot (which names the prompt) are written together.
+        let mut group = WriteGroup::default();
+        let prompt_ref = self.stage_artifact(&mut group, prompt.as_bytes(), "prompt", "text/plain")?;
         let snapshot = match &compiled {
             Some(c) => c.snapshot.clone(),
             None => mtx_loop::SnapshotDraft {
@@ -3215,7 +3227,9 @@ impl<'a> Run<'a> {
         ids.prompt_ref = prompt_ref.clone();
         let snapshot = snapshot.into_snapshot(ids);
         let snapshot_bytes = serde_json::to_vec_pretty(&snapshot).map_err(internal)?;
-        let snapshot_ref = self.put_artifact(&snapshot_bytes, "context_snapshot", "application/json")?;
+        let snapshot_ref =
+            self.stage_artifact(&mut group, &snapshot_bytes, "context_snapshot", "application/json")?;
+        group.commit()?;
         self.emit(
             Event::new(
                 "FR-EVT-CTX-001",
@@ -3348,16 +3362,23 @@ impl<'a> Run<'a> {
                         "model_id": request.model_id,
                         "lora_id": request.lora_id,
                     });
-                    // The artifact first, so `response.txt` can share its bytes; the text
-                    // last: `response.txt` is what marks the response stored.
-                    let output_ref =
-                        self.put_artifact(resp.text.as_bytes(), "model_response", "text/plain")?;
+                    // One group: the artifact first, so `response.txt` can share its
+                    // bytes; the text last: `response.txt` is what marks the response stored.
+                    let mut group = WriteGroup::default();
+                    let output_ref = self.stage_artifact(
+                        &mut group,
+                        resp.text.as_bytes(),
+                        "model_response",
+                        "text/plain",
+                    )?;
                     let meta = serde_json::to_vec_pretty(&meta).map_err(internal)?;
                     let blob = self.artifacts.blob_path(&output_ref)?;
-                    self.job.dir.write_step_entries(
+                    self.job.dir.stage_step_entries(
+                        &mut group,
                         key,
                         &[("response.json", Content::Bytes(&meta)), ("response.txt", Content::SameAs(&blob))],
                     )?;
+                    group.commit()?;
                     mtx_store::failpoint("executor.response.stored");
                     return Ok(ModelOutcome {
                         text: Some(resp.text),

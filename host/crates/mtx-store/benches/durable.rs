@@ -170,6 +170,7 @@ fn big_job(root: &Path, steps: u32) -> Duration {
         validation_ref: None,
         mt_id: "MT-001".into(),
         iteration_record: None,
+        loop_commit: None,
     };
     let handle = job.write_step_output(&shared).unwrap();
     // Batched appends (one fsync per thousand records) so building the job does not

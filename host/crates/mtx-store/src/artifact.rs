@@ -12,7 +12,7 @@ use mtx_types::{ArtifactHandle, now_rfc3339, sha256_hex};
 use serde::{Deserialize, Serialize};
 
 pub use crate::error::StoreError;
-use crate::fsutil::atomic_write_all;
+use crate::fsutil::{Content, WriteGroup};
 
 /// Sidecar metadata of an artifact (MTX-SPEC 10.7 item 3).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -68,11 +68,31 @@ impl ArtifactStore {
     }
 
     /// Stores `bytes` (write-once) and its sidecar; returns the handle.
-    pub fn put(&self, bytes: &[u8], mut meta: ArtifactMeta) -> Result<ArtifactHandle, StoreError> {
+    pub fn put(&self, bytes: &[u8], meta: ArtifactMeta) -> Result<ArtifactHandle, StoreError> {
+        let mut group = WriteGroup::default();
+        let handle = self.stage(&mut group, bytes, meta)?;
+        group.commit()?;
+        Ok(handle)
+    }
+
+    /// Adds `bytes` and its sidecar to `group` (nothing when the store or the group already
+    /// holds them) and returns the handle they will have once the group is committed. The
+    /// caller commits the group before anything durable names the handle.
+    pub fn stage(
+        &self,
+        group: &mut WriteGroup,
+        bytes: &[u8],
+        mut meta: ArtifactMeta,
+    ) -> Result<ArtifactHandle, StoreError> {
         let hash = sha256_hex(bytes);
         let rel = Self::rel_path(&hash);
         let blob = self.root.join(&rel);
         let sidecar = self.root.join(format!("{rel}.meta.json"));
+        if let Some(staged) = group.bytes_of(&sidecar) {
+            let existing: ArtifactMeta = serde_json::from_slice(staged)
+                .map_err(|e| StoreError::BadMeta { path: rel.clone(), message: e.to_string() })?;
+            return Ok(handle_from_meta(&rel, &existing));
+        }
         if let Some(existing) = self.read_meta_if_present(&rel)? {
             // Same bytes already stored: content addressing makes the first sidecar
             // authoritative; the handle keeps its original artifact id.
@@ -85,17 +105,13 @@ impl ArtifactStore {
         meta.created_at = now_rfc3339();
         meta.artifact_id = uuid::Uuid::now_v7().to_string();
         let json = serde_json::to_vec_pretty(&meta).expect("metadata serialises");
-        // The blob first, then its sidecar, with one directory fsync for both; a crash
-        // in between leaves a blob without a sidecar, which the next put completes.
-        let blob_name = file_name_of(&blob);
-        let sidecar_name = file_name_of(&sidecar);
+        // The blob first, then its sidecar; a crash in between leaves a blob without a
+        // sidecar, which the next put completes.
         let dir = blob.parent().unwrap_or(&self.root);
-        let mut files: Vec<(&str, &[u8])> = Vec::with_capacity(2);
         if !blob.exists() {
-            files.push((&blob_name, bytes));
+            group.add(dir, &file_name_of(&blob), &Content::Bytes(bytes));
         }
-        files.push((&sidecar_name, &json));
-        atomic_write_all(dir, &files).map_err(|e| StoreError::io(&sidecar, e))?;
+        group.add(dir, &file_name_of(&sidecar), &Content::Bytes(&json));
         Ok(handle_from_meta(&rel, &meta))
     }
 
@@ -226,6 +242,29 @@ mod tests {
         assert_eq!(a.sha256, sha256_hex(b"hello"));
         assert_eq!(store.meta(&a).unwrap().kind, "stdout");
         store.verify(&a).unwrap();
+    }
+
+    #[test]
+    fn a_staged_artifact_appears_only_when_its_group_is_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::open(dir.path()).unwrap();
+        let mut group = WriteGroup::default();
+        let a = store.stage(&mut group, b"response text", meta("model_response")).unwrap();
+        // The same bytes again in the same group: the same handle, one blob.
+        let again = store.stage(&mut group, b"response text", meta("model_response")).unwrap();
+        assert_eq!(a, again);
+        assert!(matches!(store.get(&a), Err(StoreError::Missing(_))), "nothing is visible before the commit");
+        // A step file in another directory shares the staged blob's bytes.
+        let step = dir.path().join("step");
+        group.add(&step, "response.txt", &Content::SameAs(&store.blob_path(&a).unwrap()));
+        group.commit().unwrap();
+        assert_eq!(store.get(&a).unwrap(), b"response text");
+        assert_eq!(store.meta(&a).unwrap().artifact_id, a.artifact_id);
+        assert_eq!(std::fs::read(step.join("response.txt")).unwrap(), b"response text");
+        // Stored bytes staged in a later group are not written again.
+        let mut later = WriteGroup::default();
+        assert_eq!(store.stage(&mut later, b"response text", meta("other")).unwrap(), a);
+        assert!(later.is_empty());
     }
 
     #[test]

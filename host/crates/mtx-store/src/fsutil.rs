@@ -2,20 +2,22 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use crate::error::StoreError;
 
 /// Replaces `path` with `bytes` atomically: write a temp file in the same directory,
 /// fsync it, rename it over `path`, fsync the directory. A crash leaves either the old
 /// or the new complete file, never a torn one.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    atomic_write_hooked(path, bytes, || {}, || {})
+    atomic_write_hooked(path, bytes, None, || {}, || {})
 }
 
 /// Replaces several files of one directory atomically each, in order: every temp file is
 /// written and fsynced, renamed over its target in the order given, then the directory is
 /// fsynced once. A crash leaves each file old or new, never torn; the one directory fsync
 /// is what a batch saves over separate `atomic_write` calls.
-pub fn atomic_write_all(dir: &Path, files: &[(&str, &[u8])]) -> io::Result<()> {
+pub fn atomic_write_all(dir: &Path, files: &[(&str, &[u8])]) -> Result<(), StoreError> {
     let entries: Vec<(&str, Content<'_>)> =
         files.iter().map(|(name, bytes)| (*name, Content::Bytes(bytes))).collect();
     atomic_write_entries(dir, &entries)
@@ -32,50 +34,144 @@ pub enum Content<'a> {
 }
 
 /// [`atomic_write_all`] where a file may share the bytes of an existing one.
-pub fn atomic_write_entries(dir: &Path, files: &[(&str, Content<'_>)]) -> io::Result<()> {
-    create_dir_durable(dir)?;
-    let mut staged = Vec::with_capacity(files.len());
-    let result = (|| {
-        for (name, content) in files {
-            let tmp = dir.join(format!(".{name}.tmp-{}-{}", std::process::id(), unique_suffix()));
-            staged.push(tmp.clone());
-            match content {
-                Content::Bytes(bytes) => write_synced(&tmp, bytes)?,
-                Content::SameAs(source) => {
-                    if fs::hard_link(source, &tmp).is_err() {
-                        write_synced(&tmp, &fs::read(source)?)?;
+pub fn atomic_write_entries(dir: &Path, files: &[(&str, Content<'_>)]) -> Result<(), StoreError> {
+    let mut group = WriteGroup::default();
+    for (name, content) in files {
+        group.add(dir, name, content);
+    }
+    group.commit()
+}
+
+/// Files written together, each atomically (temp file, fsync, rename), possibly in several
+/// directories: a model response's artifact blob, its sidecar and the step files that share
+/// its bytes, say. [`WriteGroup::commit`] writes every temp file, then fsyncs them, renames
+/// them in the order added, and fsyncs every directory touched, each once. A crash leaves each file old or new, never torn, and a
+/// file only ever appears under its name with its bytes durable.
+///
+/// What a group saves over separate [`atomic_write_entries`] calls is waiting: one
+/// directory sync per directory for all its files, and no file created while the disk
+/// still writes back the metadata of the one synced before it.
+#[derive(Debug, Default)]
+pub struct WriteGroup {
+    entries: Vec<GroupEntry>,
+}
+
+#[derive(Debug)]
+struct GroupEntry {
+    dir: PathBuf,
+    name: String,
+    content: OwnedContent,
+}
+
+#[derive(Debug)]
+enum OwnedContent {
+    Bytes(Vec<u8>),
+    SameAs(PathBuf),
+}
+
+impl GroupEntry {
+    fn path(&self) -> PathBuf {
+        self.dir.join(&self.name)
+    }
+}
+
+impl WriteGroup {
+    /// Adds `dir/name`; a later entry for the same path replaces the earlier one.
+    pub fn add(&mut self, dir: &Path, name: &str, content: &Content<'_>) {
+        let content = match content {
+            Content::Bytes(bytes) => OwnedContent::Bytes(bytes.to_vec()),
+            Content::SameAs(source) => OwnedContent::SameAs(source.to_path_buf()),
+        };
+        self.entries.retain(|e| !(e.dir == dir && e.name == name));
+        self.entries.push(GroupEntry { dir: dir.to_owned(), name: name.to_owned(), content });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The bytes the group will write at `path`; `None` when it has no such file or links
+    /// it to another.
+    pub fn bytes_of(&self, path: &Path) -> Option<&[u8]> {
+        self.entries.iter().find(|e| e.path() == path).and_then(|e| match &e.content {
+            OwnedContent::Bytes(b) => Some(b.as_slice()),
+            OwnedContent::SameAs(_) => None,
+        })
+    }
+
+    /// Writes the group (see the type's documentation); none of it is visible before. An
+    /// error names the file or directory it happened on, and leaves no temp file behind.
+    pub fn commit(self) -> Result<(), StoreError> {
+        if self.entries.is_empty() {
+            return Ok(());
+        }
+        let mut dirs_to_sync: Vec<PathBuf> = Vec::new();
+        for e in &self.entries {
+            create_dir_deferred(&e.dir, &mut dirs_to_sync).map_err(|err| StoreError::io(&e.dir, err))?;
+        }
+        let mut temps: Vec<PathBuf> = Vec::with_capacity(self.entries.len());
+        let result = (|| {
+            let mut to_sync: Vec<(File, PathBuf)> = Vec::new();
+            for (i, e) in self.entries.iter().enumerate() {
+                let tmp = e.dir.join(format!(".{}.tmp-{}-{}", e.name, std::process::id(), unique_suffix()));
+                temps.push(tmp.clone());
+                let at = |err| StoreError::io(&tmp, err);
+                match &e.content {
+                    OwnedContent::Bytes(bytes) => {
+                        to_sync.push((write_new(&tmp, bytes).map_err(at)?, e.path()))
+                    }
+                    OwnedContent::SameAs(source) => {
+                        // A source this group writes is still under its temp name.
+                        let source = self.entries[..i]
+                            .iter()
+                            .position(|earlier| &earlier.path() == source)
+                            .map_or(source.as_path(), |at| temps[at].as_path());
+                        if fs::hard_link(source, &tmp).is_err() {
+                            let bytes = fs::read(source).map_err(|err| StoreError::io(source, err))?;
+                            to_sync.push((write_new(&tmp, &bytes).map_err(at)?, e.path()));
+                        }
                     }
                 }
             }
-        }
-        for ((name, _), tmp) in files.iter().zip(&staged) {
-            fs::rename(tmp, dir.join(name))?;
-            // Renaming a link onto a name of the same file is a no-op that keeps both.
-            if fs::symlink_metadata(tmp).is_ok() {
-                fs::remove_file(tmp)?;
+            for (file, path) in &to_sync {
+                file.sync_data().map_err(|err| StoreError::io(path, err))?;
+            }
+            drop(to_sync);
+            for (e, tmp) in self.entries.iter().zip(&temps) {
+                let path = e.path();
+                fs::rename(tmp, &path).map_err(|err| StoreError::io(&path, err))?;
+                // Renaming a link onto a name of the same file is a no-op that keeps both.
+                if fs::symlink_metadata(tmp).is_ok() {
+                    fs::remove_file(tmp).map_err(|err| StoreError::io(tmp, err))?;
+                }
+                if !dirs_to_sync.contains(&e.dir) {
+                    dirs_to_sync.push(e.dir.clone());
+                }
+            }
+            dirs_to_sync.iter().try_for_each(|dir| sync_dir(dir).map_err(|err| StoreError::io(dir, err)))
+        })();
+        if result.is_err() {
+            for tmp in &temps {
+                let _ = fs::remove_file(tmp);
             }
         }
-        sync_dir(dir)
-    })();
-    if result.is_err() {
-        for tmp in &staged {
-            let _ = fs::remove_file(tmp);
-        }
+        result
     }
-    result
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+fn write_new(path: &Path, bytes: &[u8]) -> io::Result<File> {
     let mut f = OpenOptions::new().write(true).create_new(true).open(path)?;
     f.write_all(bytes)?;
-    f.sync_all()
+    Ok(f)
 }
 
 /// `atomic_write` with a call just before the rename and one after the directory fsync;
-/// the progress store places its crash failpoints there.
+/// the progress store places its crash failpoints there. With `keep`, the file replaced
+/// stays readable under that name (see [`replace_keeping`]).
 pub(crate) fn atomic_write_hooked(
     path: &Path,
     bytes: &[u8],
+    keep: Option<&Path>,
     before_rename: impl FnOnce(),
     after_rename: impl FnOnce(),
 ) -> io::Result<()> {
@@ -84,12 +180,12 @@ pub(crate) fn atomic_write_hooked(
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{file_name}.tmp-{}-{}", std::process::id(), unique_suffix()));
     let result = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
+        write_new(&tmp, bytes)?.sync_all()?;
         before_rename();
-        fs::rename(&tmp, path)?;
+        match keep {
+            Some(previous) => replace_keeping(&tmp, path, previous)?,
+            None => fs::rename(&tmp, path)?,
+        }
         sync_dir(dir)?;
         after_rename();
         Ok(())
@@ -98,6 +194,63 @@ pub(crate) fn atomic_write_hooked(
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Renames `tmp` over `path` and keeps the file it replaces as `previous`. The two names
+/// are exchanged in one step (`renameat2` with `RENAME_EXCHANGE`), then the old file is
+/// renamed to `previous`: `path` is never missing and nothing waits on an unlink. Where
+/// the filesystem cannot exchange, `previous` becomes a hard link to the old file first.
+/// Keeping the previous file is best effort: it only serves the recovery of a later
+/// corruption, so a failure to keep it is logged, not returned.
+fn replace_keeping(tmp: &Path, path: &Path, previous: &Path) -> io::Result<()> {
+    match exchange(tmp, path) {
+        Ok(()) => {
+            if let Err(e) = fs::rename(tmp, previous) {
+                tracing::warn!(path = %previous.display(), error = %e, "previous copy not kept");
+                let _ = fs::remove_file(tmp);
+            }
+            return Ok(());
+        }
+        // Nothing to keep yet.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return fs::rename(tmp, path),
+        Err(_) => {}
+    }
+    if let Err(e) = fs::remove_file(previous)
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %previous.display(), error = %e, "previous copy not replaced");
+    } else if let Err(e) = fs::hard_link(path, previous) {
+        tracing::warn!(path = %previous.display(), error = %e, "previous copy not kept");
+    }
+    fs::rename(tmp, path)
+}
+
+/// Swaps the names `a` and `b` atomically (both must exist).
+#[cfg(target_os = "linux")]
+fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+    };
+    let (a, b) = (c(a)?, c(b)?);
+    // SAFETY: both paths are NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn exchange(_: &Path, _: &Path) -> io::Result<()> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
 /// fsync a directory so that a rename or a new entry in it is durable.
@@ -114,11 +267,19 @@ fn unique_suffix() -> u64 {
 /// `create_dir_all`, then fsync the parent of every directory it created, so a new
 /// directory (a step's `step_outputs/<key>/`) survives a power loss along with its files.
 pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
+    let mut parents = Vec::new();
+    create_dir_deferred(dir, &mut parents)?;
+    parents.iter().try_for_each(|p| sync_dir(p))
+}
+
+/// `create_dir_all` that adds the parent of every directory it created to `parents`, for
+/// the caller to fsync, instead of syncing it at once.
+fn create_dir_deferred(dir: &Path, parents: &mut Vec<PathBuf>) -> io::Result<()> {
     if dir.as_os_str().is_empty() || dir.is_dir() {
         return Ok(());
     }
     if let Some(parent) = dir.parent() {
-        create_dir_durable(parent)?;
+        create_dir_deferred(parent, parents)?;
     }
     match fs::create_dir(dir) {
         Ok(()) => {}
@@ -126,7 +287,11 @@ pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
         Err(e) => return Err(e),
     }
-    sync_dir(dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| Path::new(".")))
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| Path::new("."));
+    if !parents.iter().any(|p| p == parent) {
+        parents.push(parent.to_owned());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -168,6 +333,73 @@ mod tests {
         let missing = dir.path().join("nothing");
         assert!(atomic_write_entries(&step, &[("x", Content::SameAs(&missing))]).is_err());
         assert!(!step.join("x").exists());
+    }
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_group_writes_files_of_several_directories_and_links_within_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let (blobs, step) = (dir.path().join("blobs/ab"), dir.path().join("steps/k1"));
+        let mut group = WriteGroup::default();
+        group.add(&blobs, "abcd", &Content::Bytes(b"model said this"));
+        group.add(&blobs, "abcd.meta.json", &Content::Bytes(b"{}"));
+        group.add(&step, "response.json", &Content::Bytes(b"{\"tokens\": 3}"));
+        group.add(&step, "response.txt", &Content::SameAs(&blobs.join("abcd")));
+        assert_eq!(group.bytes_of(&blobs.join("abcd")), Some(&b"model said this"[..]));
+        assert_eq!(group.bytes_of(&step.join("response.txt")), None, "a linked file");
+        assert!(!blobs.exists() && !step.exists(), "nothing is written before the commit");
+        group.commit().unwrap();
+        assert_eq!(names_in(&blobs), ["abcd", "abcd.meta.json"]);
+        assert_eq!(names_in(&step), ["response.json", "response.txt"]);
+        assert_eq!(fs::read(step.join("response.txt")).unwrap(), b"model said this");
+        // The step file is the blob itself, not a copy.
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            fs::metadata(step.join("response.txt")).unwrap().ino(),
+            fs::metadata(blobs.join("abcd")).unwrap().ino()
+        );
+    }
+
+    #[test]
+    fn a_failed_group_leaves_no_file_of_it_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let missing = dir.path().join("no such blob");
+        let mut group = WriteGroup::default();
+        group.add(&out, "a.json", &Content::Bytes(b"{}"));
+        group.add(&out, "b.txt", &Content::SameAs(&missing));
+        let err = group.commit().unwrap_err();
+        assert!(err.to_string().contains("no such blob"), "the error names the file: {err}");
+        assert!(names_in(&out).is_empty(), "no temp and no partial file: {:?}", names_in(&out));
+    }
+
+    #[test]
+    fn a_replace_that_keeps_the_previous_file_never_leaves_the_name_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, previous) = (dir.path().join("doc.json"), dir.path().join("doc.prev.json"));
+        let mut seen_during = Vec::new();
+        for version in [&b"one"[..], b"two", b"three"] {
+            atomic_write_hooked(
+                &path,
+                version,
+                Some(&previous),
+                || seen_during.push(fs::read(&path).ok()),
+                || {},
+            )
+            .unwrap();
+        }
+        assert_eq!(seen_during, [None, Some(b"one".to_vec()), Some(b"two".to_vec())]);
+        assert_eq!(fs::read(&path).unwrap(), b"three");
+        assert_eq!(fs::read(&previous).unwrap(), b"two");
+        assert_eq!(names_in(dir.path()), ["doc.json", "doc.prev.json"]);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use mtx_types::{ArtifactHandle, IterationRecord, PromptEnvelopeHashes, sha256_he
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
-use crate::fsutil::atomic_write;
+use crate::fsutil::{Content, WriteGroup, atomic_write};
 
 /// Sub-directories created for every job.
 pub const JOB_SUBDIRS: &[&str] = &[
@@ -121,7 +121,10 @@ pub struct JobDir {
 /// The "step finished" record, `step_outputs/<idempotency_key>/output.json` (8.1).
 ///
 /// The 8.1 fields, plus \[D\] `mt_id` and the finished step's `iteration_record`, so a
-/// progress artifact lost to corruption can be rebuilt exactly from step outputs (8.6).
+/// progress artifact lost to corruption can be rebuilt exactly from step outputs (8.6), and
+/// \[D\] `loop_commit`, what the loop does after the step (its counters, events and
+/// decision), so a crash between this marker and the progress save finishes the step
+/// without running it again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepOutput {
     pub step_id: String,
@@ -142,6 +145,8 @@ pub struct StepOutput {
     pub mt_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iteration_record: Option<IterationRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loop_commit: Option<serde_json::Value>,
 }
 
 /// The handle of a file of the job directory: `rel` is relative to it, the media type
@@ -257,7 +262,7 @@ impl JobDir {
             check_name("step file name", name)?;
         }
         let dir = self.step_dir(idempotency_key)?;
-        crate::fsutil::atomic_write_all(&dir, files).map_err(|e| StoreError::io(&dir, e))?;
+        crate::fsutil::atomic_write_all(&dir, files)?;
         Ok(files
             .iter()
             .map(|(name, bytes)| {
@@ -275,13 +280,27 @@ impl JobDir {
     pub fn write_step_entries(
         &self,
         idempotency_key: &str,
-        files: &[(&str, crate::fsutil::Content<'_>)],
+        files: &[(&str, Content<'_>)],
     ) -> Result<(), StoreError> {
-        for (name, _) in files {
-            check_name("step file name", name)?;
-        }
+        let mut group = WriteGroup::default();
+        self.stage_step_entries(&mut group, idempotency_key, files)?;
+        group.commit()
+    }
+
+    /// Adds files of one step to `group`, to be written with the group's other files (a
+    /// response's artifact and the step files that share its bytes, say).
+    pub fn stage_step_entries(
+        &self,
+        group: &mut WriteGroup,
+        idempotency_key: &str,
+        files: &[(&str, Content<'_>)],
+    ) -> Result<(), StoreError> {
         let dir = self.step_dir(idempotency_key)?;
-        crate::fsutil::atomic_write_entries(&dir, files).map_err(|e| StoreError::io(&dir, e))
+        for (name, content) in files {
+            check_name("step file name", name)?;
+            group.add(&dir, name, content);
+        }
+        Ok(())
     }
 
     /// Like [`JobDir::write_step_file`], but a file the step already has stands: its handle
@@ -302,22 +321,10 @@ impl JobDir {
     /// Writes `output.json`, the step's commit marker; call it after every other file
     /// of the step is written (8.4 item 4).
     pub fn write_step_output(&self, output: &StepOutput) -> Result<ArtifactHandle, StoreError> {
-        self.write_step_output_after(output, &[])
-    }
-
-    /// Writes `before` and then `output.json` (in that order, one directory fsync); the
-    /// handle is `output.json`'s.
-    pub fn write_step_output_after(
-        &self,
-        output: &StepOutput,
-        before: &[(&str, &[u8])],
-    ) -> Result<ArtifactHandle, StoreError> {
         let mut bytes = serde_json::to_vec_pretty(output)
             .map_err(|e| StoreError::invalid("step output", e.to_string()))?;
         bytes.push(b'\n');
-        let mut files = before.to_vec();
-        files.push(("output.json", &bytes));
-        let mut handles = self.write_step_files(&output.idempotency_key, &files)?;
+        let mut handles = self.write_step_files(&output.idempotency_key, &[("output.json", &bytes)])?;
         Ok(handles.pop().expect("output.json was written"))
     }
 
@@ -408,6 +415,7 @@ pub(crate) mod tests {
             validation_ref: None,
             mt_id: step_id[..6].into(),
             iteration_record: None,
+            loop_commit: None,
         }
     }
 

@@ -312,7 +312,7 @@ impl ProgressStore {
             let name = chunk.reference.path.strip_prefix(&format!("{ARCHIVE_DIR}/")).unwrap_or_default();
             files.push((name, chunk.bytes.as_slice()));
         }
-        crate::fsutil::atomic_write_all(&dir, &files).map_err(|e| StoreError::io(&dir, e))
+        crate::fsutil::atomic_write_all(&dir, &files)
     }
 
     /// Writes `doc`, already in its saved form.
@@ -334,10 +334,8 @@ impl ProgressStore {
         atomic_write_hooked(
             &self.path,
             &bytes,
-            || {
-                keep_previous(&self.path, &previous);
-                failpoint("progress.rename.before")
-            },
+            Some(&previous),
+            || failpoint("progress.rename.before"),
             || failpoint("progress.rename.after"),
         )
         .map_err(|e| StoreError::io(&self.path, e))?;
@@ -359,25 +357,6 @@ fn encode_plain<T: Serialize>(doc: &T) -> Result<Vec<u8>, StoreError> {
     let mut bytes = serde_json::to_vec_pretty(&map).expect("JSON values serialise");
     bytes.push(b'\n');
     Ok(bytes)
-}
-
-/// Keeps the current document as `previous` before it is replaced: a hard link, so no
-/// bytes are copied and the directory fsync after the rename makes both durable. Best
-/// effort: the copy only serves the recovery of a later corruption, and a save must not
-/// fail because of it.
-fn keep_previous(current: &Path, previous: &Path) {
-    if !current.exists() {
-        return;
-    }
-    if let Err(e) = std::fs::remove_file(previous)
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
-        tracing::warn!(path = %previous.display(), error = %e, "previous progress copy not replaced");
-        return;
-    }
-    if let Err(e) = std::fs::hard_link(current, previous) {
-        tracing::warn!(path = %previous.display(), error = %e, "previous progress copy not kept");
-    }
 }
 
 /// The member holding the document's own hash.

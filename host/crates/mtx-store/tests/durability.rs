@@ -156,6 +156,7 @@ fn run_iterations(state: &Path) {
             validation_ref: None,
             mt_id: "MT-001".into(),
             iteration_record: Some(iteration_record(n)),
+            loop_commit: None,
         };
         let handle = job.write_step_output(&output).unwrap();
         let seq = ledger.append_step(&ledger_step(n, LedgerStepStatus::Completed, Some(handle))).unwrap();

@@ -290,6 +290,7 @@ pub fn fixture() -> Fixture {
             validation_ref: Some(stdout.clone()),
             mt_id: "MT-001".into(),
             iteration_record: None,
+            loop_commit: None,
         })
         .unwrap();
 
