@@ -7,10 +7,12 @@
 //! the 10 MB cap of 11.4, and replaces the file atomically (temp file, fsync, rename,
 //! directory fsync), so a crash leaves the old or the new file, never a torn one.
 //!
-//! Every saved document carries `content_sha256` \[D\], the SHA-256 of its canonical JSON
-//! without that member, so an edit of the file is caught on load and by `mtx verify`
-//! (the spec keeps unknown fields, so older readers ignore it). A file without the member
-//! still loads; a file whose member disagrees is `StateCorruption`.
+//! Every saved document carries `content_sha256` \[D\], so an edit of the file is caught on
+//! load and by `mtx verify` (the spec keeps unknown fields, so older readers ignore it). It
+//! is the SHA-256 of the document's canonical JSON without that member, where each element
+//! of `micro_tasks` stands as the SHA-256 of its own canonical JSON: a save hashes the
+//! entries that changed, not the whole job (see [`integrity_digest`]). A file without the
+//! member still loads; a file whose member disagrees is `StateCorruption`.
 //! The store is generic over the document so its mechanics can be tested on their own;
 //! mtx stores `mtx_types::progress::ProgressArtifact`. It never writes anything else.
 
@@ -82,14 +84,14 @@ pub struct EntryCache {
 #[derive(Debug)]
 struct CachedEntry {
     entry: MTProgressEntry,
-    canonical: Vec<u8>,
+    /// SHA-256 of the entry's canonical JSON.
+    digest: String,
     pretty: Vec<u8>,
 }
 
 impl EntryCache {
-    /// The canonical form of every entry and its pretty form as nested in the document,
-    /// in order.
-    fn forms(&mut self, entries: &[MTProgressEntry]) -> Vec<(&[u8], &[u8])> {
+    /// The digest of every entry and its pretty form as nested in the document, in order.
+    fn forms(&mut self, entries: &[MTProgressEntry]) -> Vec<(&str, &[u8])> {
         self.entries.resize_with(entries.len(), || None);
         for (slot, entry) in self.entries.iter_mut().zip(entries) {
             if slot.as_ref().is_some_and(|c| &c.entry == entry) {
@@ -108,7 +110,7 @@ impl EntryCache {
             }
             *slot = Some(CachedEntry {
                 entry: entry.clone(),
-                canonical: mtx_types::canonical_json(entry),
+                digest: mtx_types::sha256_hex(&mtx_types::canonical_json(entry)),
                 pretty,
             });
         }
@@ -116,7 +118,7 @@ impl EntryCache {
             .iter()
             .map(|c| {
                 let c = c.as_ref().expect("filled above");
-                (c.canonical.as_slice(), c.pretty.as_slice())
+                (c.digest.as_str(), c.pretty.as_slice())
             })
             .collect()
     }
@@ -178,7 +180,8 @@ impl ProgressDocument for ProgressArtifact {
     }
 
     /// The document without its entries is encoded with a placeholder in their place, and
-    /// the entries' cached forms are spliced in: the same bytes as the plain encoding.
+    /// the entries' cached forms are spliced in: the same bytes as the plain encoding. The
+    /// integrity digest takes the entries' cached digests.
     fn encode_saved(&mut self, cache: &mut EntryCache) -> Option<Vec<u8>> {
         use serde_json::Value;
         let entries = std::mem::take(&mut self.micro_tasks);
@@ -186,24 +189,15 @@ impl ProgressDocument for ProgressArtifact {
         self.micro_tasks = entries;
         let Ok(Value::Object(mut top)) = top else { return None };
         top.remove(INTEGRITY_MEMBER);
-        // Replacing the value keeps the key where serde put it.
-        top.insert("micro_tasks".into(), Value::from(ENTRIES_PLACEHOLDER));
         let forms = cache.forms(&self.micro_tasks);
-
-        let mut needle = b"\"micro_tasks\":".to_vec();
-        needle.extend(mtx_types::canonical_json_value(&Value::from(ENTRIES_PLACEHOLDER)));
-        let mut array = b"\"micro_tasks\":[".to_vec();
-        for (i, (canonical, _)) in forms.iter().enumerate() {
-            if i > 0 {
-                array.push(b',');
-            }
-            array.extend_from_slice(canonical);
-        }
-        array.push(b']');
-        let top_value = Value::Object(top);
-        let canonical = splice_once(&mtx_types::canonical_json_value(&top_value), &needle, &array)?;
-        let Value::Object(mut top) = top_value else { return None };
-        top.insert(INTEGRITY_MEMBER.into(), Value::from(mtx_types::sha256_hex(&canonical)));
+        let digests: Vec<Value> = forms.iter().map(|(digest, _)| Value::from(*digest)).collect();
+        top.insert(ENTRIES_MEMBER.into(), Value::Array(digests));
+        let outline = Value::Object(top);
+        let digest = mtx_types::sha256_hex(&mtx_types::canonical_json_value(&outline));
+        let Value::Object(mut top) = outline else { return None };
+        // Replacing the value keeps the key where serde put it.
+        top.insert(ENTRIES_MEMBER.into(), Value::from(ENTRIES_PLACEHOLDER));
+        top.insert(INTEGRITY_MEMBER.into(), Value::from(digest));
 
         let mut needle = b"\"micro_tasks\": ".to_vec();
         needle.extend(serde_json::to_vec(ENTRIES_PLACEHOLDER).ok()?);
@@ -351,8 +345,7 @@ fn encode_plain<T: Serialize>(doc: &T) -> Result<Vec<u8>, StoreError> {
         return Err(StoreError::invalid("progress artifact", "document is not a JSON object"));
     };
     map.remove(INTEGRITY_MEMBER);
-    let digest = mtx_types::sha256_hex(&mtx_types::canonical_json_value(&value));
-    let map = value.as_object_mut().expect("checked above");
+    let digest = integrity_digest(map);
     map.insert(INTEGRITY_MEMBER.into(), serde_json::Value::from(digest));
     let mut bytes = serde_json::to_vec_pretty(&map).expect("JSON values serialise");
     bytes.push(b'\n');
@@ -361,6 +354,31 @@ fn encode_plain<T: Serialize>(doc: &T) -> Result<Vec<u8>, StoreError> {
 
 /// The member holding the document's own hash.
 pub const INTEGRITY_MEMBER: &str = "content_sha256";
+
+/// The member whose elements [`integrity_digest`] hashes one by one.
+const ENTRIES_MEMBER: &str = "micro_tasks";
+
+/// The `content_sha256` of a document (given without that member): the SHA-256 of its
+/// canonical JSON in which each element of `micro_tasks` is replaced by the SHA-256 (hex)
+/// of the element's own canonical JSON. A change anywhere changes the digest, and a save
+/// that reuses the digests of unchanged entries hashes only what changed.
+pub fn integrity_digest(doc: &serde_json::Map<String, serde_json::Value>) -> String {
+    use serde_json::Value;
+    let mut outline = serde_json::Map::with_capacity(doc.len());
+    for (key, value) in doc {
+        let value = match value {
+            Value::Array(entries) if key == ENTRIES_MEMBER => Value::Array(
+                entries
+                    .iter()
+                    .map(|e| Value::from(mtx_types::sha256_hex(&mtx_types::canonical_json_value(e))))
+                    .collect(),
+            ),
+            other => other.clone(),
+        };
+        outline.insert(key.clone(), value);
+    }
+    mtx_types::sha256_hex(&mtx_types::canonical_json_value(&Value::Object(outline)))
+}
 
 /// Parses, checks the integrity member of, and validates progress bytes; failures are
 /// `StateCorruption` naming `path`.
@@ -371,8 +389,11 @@ pub fn parse_and_validate<T: ProgressDocument>(path: &Path, bytes: &[u8]) -> Res
         return Err(StoreError::corrupt(path, "document is not a JSON object"));
     };
     if let Some(stated) = map.remove(INTEGRITY_MEMBER) {
-        let computed = mtx_types::sha256_hex(&mtx_types::canonical_json_value(&value));
-        if stated.as_str() != Some(computed.as_str()) {
+        let computed = integrity_digest(map);
+        // Files saved before entries were hashed one by one hold the digest of the whole
+        // canonical JSON; a job paused then still resumes.
+        let legacy = || mtx_types::sha256_hex(&mtx_types::canonical_json_value(&value));
+        if stated.as_str() != Some(computed.as_str()) && stated.as_str() != Some(legacy().as_str()) {
             return Err(StoreError::corrupt(
                 path,
                 format!(
@@ -588,6 +609,36 @@ pub(crate) mod tests {
 
         std::fs::write(&chunk, good).unwrap();
         assert_eq!(store.load::<ProgressArtifact>().unwrap().micro_tasks[0].iterations.len(), 200);
+    }
+
+    #[test]
+    fn the_integrity_digest_hashes_each_entry_and_catches_an_edit_of_one() {
+        use serde_json::{Value, json};
+        let doc = json!({"job_id": "j", "micro_tasks": [{"mt_id": "MT-001"}, {"mt_id": "MT-002"}]});
+        let Value::Object(map) = &doc else { unreachable!() };
+        let outline = json!({"job_id": "j", "micro_tasks": [
+            mtx_types::sha256_hex(br#"{"mt_id":"MT-001"}"#),
+            mtx_types::sha256_hex(br#"{"mt_id":"MT-002"}"#),
+        ]});
+        assert_eq!(integrity_digest(map), mtx_types::sha256_hex(&mtx_types::canonical_json_value(&outline)));
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = ProgressStore::new(&dir.path().join("progress_artifact.json"));
+        let mut saved = long_progress(3);
+        store.save(&mut saved).unwrap();
+        let text = std::fs::read_to_string(store.path()).unwrap();
+        std::fs::write(store.path(), text.replacen("\"MT-002\"", "\"MT-00X\"", 1)).unwrap();
+        let err = store.load::<ProgressArtifact>().unwrap_err();
+        assert!(err.to_string().contains(INTEGRITY_MEMBER), "{err}");
+
+        // A file with the digest of its whole canonical JSON (saved by an earlier mtx) loads.
+        let mut value: Value = serde_json::from_str(&text).unwrap();
+        let map = value.as_object_mut().unwrap();
+        map.remove(INTEGRITY_MEMBER);
+        let whole = mtx_types::sha256_hex(&mtx_types::canonical_json_value(&Value::Object(map.clone())));
+        map.insert(INTEGRITY_MEMBER.into(), Value::from(whole));
+        std::fs::write(store.path(), serde_json::to_vec_pretty(&value).unwrap()).unwrap();
+        assert_eq!(store.load::<ProgressArtifact>().unwrap(), saved);
     }
 
     #[test]
