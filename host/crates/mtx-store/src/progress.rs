@@ -86,39 +86,29 @@ struct CachedEntry {
     entry: MTProgressEntry,
     /// SHA-256 of the entry's canonical JSON.
     digest: String,
-    pretty: Vec<u8>,
+    /// The entry as it stands in the file.
+    encoded: Vec<u8>,
 }
 
 impl EntryCache {
-    /// The digest of every entry and its pretty form as nested in the document, in order.
+    /// The digest and the encoded form of every entry, in order.
     fn forms(&mut self, entries: &[MTProgressEntry]) -> Vec<(&str, &[u8])> {
         self.entries.resize_with(entries.len(), || None);
         for (slot, entry) in self.entries.iter_mut().zip(entries) {
             if slot.as_ref().is_some_and(|c| &c.entry == entry) {
                 continue;
             }
-            // serde's pretty printer puts each entry two levels deep: four more spaces on
-            // every line (strings hold no raw newline).
-            let plain = serde_json::to_vec_pretty(entry).expect("progress entries serialise");
-            let mut pretty = Vec::with_capacity(plain.len() + plain.len() / 8);
-            pretty.extend_from_slice(b"    ");
-            for line in plain.split_inclusive(|&b| b == b'\n') {
-                pretty.extend_from_slice(line);
-                if line.ends_with(b"\n") {
-                    pretty.extend_from_slice(b"    ");
-                }
-            }
             *slot = Some(CachedEntry {
                 entry: entry.clone(),
                 digest: mtx_types::sha256_hex(&mtx_types::canonical_json(entry)),
-                pretty,
+                encoded: serde_json::to_vec(entry).expect("progress entries serialise"),
             });
         }
         self.entries
             .iter()
             .map(|c| {
                 let c = c.as_ref().expect("filled above");
-                (c.digest.as_str(), c.pretty.as_slice())
+                (c.digest.as_str(), c.encoded.as_slice())
             })
             .collect()
     }
@@ -127,17 +117,13 @@ impl EntryCache {
 /// Stands for `micro_tasks` while the rest of the document is encoded.
 const ENTRIES_PLACEHOLDER: &str = "@@mtx-progress-entries@@";
 
-/// Replaces the one occurrence of `needle` in `text`; `None` unless there is exactly one.
-fn splice_once(text: &[u8], needle: &[u8], with: &[u8]) -> Option<Vec<u8>> {
+/// Where the one occurrence of `needle` in `text` starts; `None` unless there is exactly one.
+fn find_once(text: &[u8], needle: &[u8]) -> Option<usize> {
     let at = text.windows(needle.len()).position(|w| w == needle)?;
     if text[at + 1..].windows(needle.len()).any(|w| w == needle) {
         return None;
     }
-    let mut out = Vec::with_capacity(text.len() + with.len());
-    out.extend_from_slice(&text[..at]);
-    out.extend_from_slice(with);
-    out.extend_from_slice(&text[at + needle.len()..]);
-    Some(out)
+    Some(at)
 }
 
 impl ProgressDocument for ProgressArtifact {
@@ -199,23 +185,22 @@ impl ProgressDocument for ProgressArtifact {
         top.insert(ENTRIES_MEMBER.into(), Value::from(ENTRIES_PLACEHOLDER));
         top.insert(INTEGRITY_MEMBER.into(), Value::from(digest));
 
-        let mut needle = b"\"micro_tasks\": ".to_vec();
+        let mut needle = b"\"micro_tasks\":".to_vec();
         needle.extend(serde_json::to_vec(ENTRIES_PLACEHOLDER).ok()?);
-        let mut array = b"\"micro_tasks\": ".to_vec();
-        if forms.is_empty() {
-            array.extend_from_slice(b"[]");
-        } else {
-            array.extend_from_slice(b"[\n");
-            for (i, (_, pretty)) in forms.iter().enumerate() {
-                if i > 0 {
-                    array.extend_from_slice(b",\n");
-                }
-                array.extend_from_slice(pretty);
+        let outline = serde_json::to_vec(&top).ok()?;
+        let at = find_once(&outline, &needle)?;
+        let size: usize = forms.iter().map(|(_, encoded)| encoded.len() + 1).sum();
+        let mut bytes = Vec::with_capacity(outline.len() + size + 16);
+        bytes.extend_from_slice(&outline[..at]);
+        bytes.extend_from_slice(b"\"micro_tasks\":[");
+        for (i, (_, encoded)) in forms.iter().enumerate() {
+            if i > 0 {
+                bytes.push(b',');
             }
-            array.extend_from_slice(b"\n  ]");
+            bytes.extend_from_slice(encoded);
         }
-        let pretty = serde_json::to_vec_pretty(&top).ok()?;
-        let mut bytes = splice_once(&pretty, &needle, &array)?;
+        bytes.push(b']');
+        bytes.extend_from_slice(&outline[at + needle.len()..]);
         bytes.push(b'\n');
         Some(bytes)
     }
@@ -337,7 +322,8 @@ impl ProgressStore {
     }
 }
 
-/// The saved file's bytes: pretty JSON with the integrity member, then a newline.
+/// The saved file's bytes: compact JSON with the integrity member, then a newline. (Compact
+/// because a long job's file is rewritten at every iteration: indentation was half of it.)
 fn encode_plain<T: Serialize>(doc: &T) -> Result<Vec<u8>, StoreError> {
     let mut value =
         serde_json::to_value(doc).map_err(|e| StoreError::invalid("progress artifact", e.to_string()))?;
@@ -347,7 +333,7 @@ fn encode_plain<T: Serialize>(doc: &T) -> Result<Vec<u8>, StoreError> {
     map.remove(INTEGRITY_MEMBER);
     let digest = integrity_digest(map);
     map.insert(INTEGRITY_MEMBER.into(), serde_json::Value::from(digest));
-    let mut bytes = serde_json::to_vec_pretty(&map).expect("JSON values serialise");
+    let mut bytes = serde_json::to_vec(&map).expect("JSON values serialise");
     bytes.push(b'\n');
     Ok(bytes)
 }
@@ -509,7 +495,7 @@ pub(crate) mod tests {
         assert_eq!(loaded.aggregate_stats.total_mts, 2);
         let text = std::fs::read_to_string(&path)
             .unwrap()
-            .replace("\"schema_version\": \"1.0\"", "\"schema_version\": \"2.0\"");
+            .replace("\"schema_version\":\"1.0\"", "\"schema_version\":\"2.0\"");
         std::fs::write(&path, text).unwrap();
         assert!(matches!(store.load::<ProgressArtifact>(), Err(StoreError::StateCorruption { .. })));
     }
@@ -520,7 +506,7 @@ pub(crate) mod tests {
         let path = dir.path().join("progress_artifact.json");
         let store = ProgressStore::new(&path);
         store.save(&mut Doc { n: 3, updated_at: String::new(), total: 0 }).unwrap();
-        let text = std::fs::read_to_string(&path).unwrap().replace("\"n\": 3", "\"n\": 4");
+        let text = std::fs::read_to_string(&path).unwrap().replace("\"n\":3", "\"n\":4");
         std::fs::write(&path, text).unwrap();
         let err = store.load::<Doc>().unwrap_err();
         assert!(err.to_string().contains("content_sha256"), "{err}");

@@ -361,7 +361,7 @@ mod tests {
     #[test]
     fn a_one_byte_edit_in_the_progress_artifact_is_found() {
         let (dir, job, _) = job();
-        flip_byte(&job.progress_artifact(), "\"name\": \"one");
+        flip_byte(&job.progress_artifact(), "\"name\":\"one");
         let report = verify_job(dir.path(), "job-1").unwrap();
         let p = report.first_problem().expect("detected");
         assert_eq!(p.file, "progress_artifact.json");
