@@ -177,15 +177,18 @@ pub(crate) fn atomic_write_hooked(
 ) -> io::Result<()> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     create_dir_durable(dir)?;
+    if let Some(previous) = keep {
+        replace_keeping(path, bytes, previous, before_rename)?;
+        sync_dir(dir)?;
+        after_rename();
+        return Ok(());
+    }
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{file_name}.tmp-{}-{}", std::process::id(), unique_suffix()));
     let result = (|| {
         write_new(&tmp, bytes)?.sync_all()?;
         before_rename();
-        match keep {
-            Some(previous) => replace_keeping(&tmp, path, previous)?,
-            None => fs::rename(&tmp, path)?,
-        }
+        fs::rename(&tmp, path)?;
         sync_dir(dir)?;
         after_rename();
         Ok(())
@@ -196,33 +199,51 @@ pub(crate) fn atomic_write_hooked(
     result
 }
 
-/// Renames `tmp` over `path` and keeps the file it replaces as `previous`. The two names
-/// are exchanged in one step (`renameat2` with `RENAME_EXCHANGE`), then the old file is
-/// renamed to `previous`: `path` is never missing and nothing waits on an unlink. Where
-/// the filesystem cannot exchange, `previous` becomes a hard link to the old file first.
+/// Replaces `path` with `bytes` and keeps the file it replaces as `previous` (same
+/// directory): `bytes` are written over the copy `previous` held and synced, then the two
+/// names are exchanged in one step (`renameat2` with `RENAME_EXCHANGE`). `path` is never
+/// missing or torn, no file is created or unlinked, and a file rewritten at every
+/// iteration reuses the same two inodes and their pages. A crash while `previous` is
+/// rewritten leaves `path` intact and only the older copy torn.
+///
 /// Keeping the previous file is best effort: it only serves the recovery of a later
-/// corruption, so a failure to keep it is logged, not returned.
-fn replace_keeping(tmp: &Path, path: &Path, previous: &Path) -> io::Result<()> {
-    match exchange(tmp, path) {
-        Ok(()) => {
-            if let Err(e) = fs::rename(tmp, previous) {
-                tracing::warn!(path = %previous.display(), error = %e, "previous copy not kept");
-                let _ = fs::remove_file(tmp);
-            }
-            return Ok(());
-        }
+/// corruption. Where the filesystem cannot exchange names, `previous` is renamed over
+/// `path` and no copy is kept (logged).
+fn replace_keeping(
+    path: &Path,
+    bytes: &[u8],
+    previous: &Path,
+    before_rename: impl FnOnce(),
+) -> io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    // Only a plain file of its own may be rewritten in place: never a link shared with
+    // `path` (which an older mtx could leave after a crash) or with anything else.
+    match fs::symlink_metadata(previous) {
+        Ok(m) if m.is_file() && m.nlink() == 1 => {}
+        Ok(_) => fs::remove_file(previous)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(previous)?;
+    file.write_all(bytes)?;
+    file.set_len(bytes.len() as u64)?;
+    file.sync_data()?;
+    drop(file);
+    before_rename();
+    match exchange(previous, path) {
+        Ok(()) => Ok(()),
         // Nothing to keep yet.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return fs::rename(tmp, path),
-        Err(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::rename(previous, path),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot exchange names here; no previous copy kept");
+            fs::rename(previous, path)
+        }
     }
-    if let Err(e) = fs::remove_file(previous)
-        && e.kind() != io::ErrorKind::NotFound
-    {
-        tracing::warn!(path = %previous.display(), error = %e, "previous copy not replaced");
-    } else if let Err(e) = fs::hard_link(path, previous) {
-        tracing::warn!(path = %previous.display(), error = %e, "previous copy not kept");
-    }
-    fs::rename(tmp, path)
 }
 
 /// Swaps the names `a` and `b` atomically (both must exist).
@@ -400,6 +421,24 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), b"three");
         assert_eq!(fs::read(&previous).unwrap(), b"two");
         assert_eq!(names_in(dir.path()), ["doc.json", "doc.prev.json"]);
+
+        // A previous copy that is a second name of the current file is not written through.
+        fs::remove_file(&previous).unwrap();
+        fs::hard_link(&path, &previous).unwrap();
+        atomic_write_hooked(&path, b"four", Some(&previous), || {}, || {}).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"four");
+        assert_eq!(fs::read(&previous).unwrap(), b"three");
+        // Nor is a symbolic link followed.
+        let outside = dir.path().join("outside.txt");
+        fs::write(&outside, b"not mtx's").unwrap();
+        fs::remove_file(&previous).unwrap();
+        std::os::unix::fs::symlink(&outside, &previous).unwrap();
+        atomic_write_hooked(&path, b"five", Some(&previous), || {}, || {}).unwrap();
+        assert_eq!(fs::read(&outside).unwrap(), b"not mtx's");
+        assert_eq!(
+            (fs::read(&path).unwrap(), fs::read(&previous).unwrap()),
+            (b"five".to_vec(), b"four".to_vec())
+        );
     }
 
     #[test]
