@@ -48,9 +48,8 @@ pub fn atomic_write_entries(dir: &Path, files: &[(&str, Content<'_>)]) -> Result
 /// them in the order added, and fsyncs every directory touched, each once. A crash leaves each file old or new, never torn, and a
 /// file only ever appears under its name with its bytes durable.
 ///
-/// What a group saves over separate [`atomic_write_entries`] calls is waiting: one
-/// directory sync per directory for all its files, and no file created while the disk
-/// still writes back the metadata of the one synced before it.
+/// What a group saves over separate [`atomic_write_entries`] calls is directory syncs: one
+/// per directory for all its files.
 #[derive(Debug, Default)]
 pub struct WriteGroup {
     entries: Vec<GroupEntry>,
