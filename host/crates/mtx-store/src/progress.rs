@@ -4,8 +4,10 @@
 //! `load` validates on every read: a parse or validation failure is a typed
 //! `StateCorruption` error, which the loop answers with the 8.6 rebuild. `save` refreshes
 //! `updated_at` and the aggregates through the document's hook, refuses documents over
-//! the 10 MB cap of 11.4, and replaces the file atomically (temp file, fsync, rename,
-//! directory fsync), so a crash leaves the old or the new file, never a torn one.
+//! the 10 MB cap of 11.4, and replaces the file atomically, so a crash leaves the old or
+//! the new file, never a torn one: the new bytes are written over the previous copy and
+//! synced, the two names are exchanged, and the directory is synced (see
+//! `fsutil::atomic_write_hooked`).
 //!
 //! Every saved document carries `content_sha256` \[D\], so an edit of the file is caught on
 //! load and by `mtx verify` (the spec keeps unknown fields, so older readers ignore it). It
