@@ -1282,6 +1282,7 @@ impl<'a> Run<'a> {
         self.emit(Event::new("FR-EVT-MT-016", payload).mt(mt_id))?;
         if let Some(i) = self.job.entry_index(mt_id) {
             self.job.progress.micro_tasks[i].status = MTStatus::Skipped;
+            self.forget_passed_specs(i);
         }
         if self.job.progress.current_state.active_mt.as_deref() == Some(mt_id) {
             self.job.progress.current_state.active_mt = None;
@@ -1651,6 +1652,15 @@ impl<'a> Run<'a> {
         self.job.save_progress()?;
         self.job.set_status(JobStatus::Cancelled, status_reason::CANCELLED)?;
         Ok(true)
+    }
+
+    /// Drops the passed verify specs of a finished MT's steps: only the active MT's history
+    /// (the escalation policy's input) uses them, and every progress save carries them.
+    fn forget_passed_specs(&mut self, entry_index: usize) {
+        let ext = &mut self.job.ext;
+        for record in &self.job.progress.micro_tasks[entry_index].iterations {
+            ext.passed_specs.remove(&record.step_id);
+        }
     }
 
     fn protected_files(&self, mt: &MicroTaskDefinition) -> Vec<String> {
@@ -3090,6 +3100,7 @@ impl<'a> Run<'a> {
         entry.final_iteration = final_iteration;
         entry.final_model_level = Some(level);
         entry.summary_ref = Some(summary_ref);
+        self.forget_passed_specs(idx);
         self.job.progress.current_state.active_mt = None;
         if level == 0 {
             self.job.ext.job_level = 0;

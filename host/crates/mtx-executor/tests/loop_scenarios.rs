@@ -78,6 +78,10 @@ fn c_loop_3_second_false_completion_escalates_with_a_record() {
     assert_eq!(out.summary.escalations, 1);
     let rate = out.summary.false_completion_rate.get("qwen2.5-coder:7b").copied().unwrap();
     assert!((rate - 2.0 / 3.0).abs() < 1e-9, "{rate}");
+    // The three validated steps' passed specs served the MT's history; a finished MT's are
+    // not carried in every later save.
+    let ext = &support::progress(dir)["mtx_executor"];
+    assert_eq!(ext["passed_specs"], serde_json::json!({}), "{ext}");
 }
 
 #[test]
