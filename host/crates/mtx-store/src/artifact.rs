@@ -109,9 +109,9 @@ impl ArtifactStore {
         // sidecar, which the next put completes.
         let dir = blob.parent().unwrap_or(&self.root);
         if !blob.exists() {
-            group.add(dir, &file_name_of(&blob), &Content::Bytes(bytes));
+            group.add(dir, file_name_of(&blob), &Content::Bytes(bytes));
         }
-        group.add(dir, &file_name_of(&sidecar), &Content::Bytes(&json));
+        group.add(dir, file_name_of(&sidecar), &Content::Bytes(&json));
         Ok(handle_from_meta(&rel, &meta))
     }
 

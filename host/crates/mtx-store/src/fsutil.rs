@@ -1,5 +1,6 @@
 //! Durable file primitives shared by every store: atomic replace and directory fsync.
 
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -7,10 +8,20 @@ use std::path::{Path, PathBuf};
 use crate::error::StoreError;
 
 /// Replaces `path` with `bytes` atomically: write a temp file in the same directory,
-/// fsync it, rename it over `path`, fsync the directory. A crash leaves either the old
-/// or the new complete file, never a torn one.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    atomic_write_hooked(path, bytes, None, || {}, || {})
+/// fsync it, rename it over `path`, fsync the directory (a [`WriteGroup`] of one file). A
+/// crash leaves either the old or the new complete file, never a torn one.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let Some(name) = path.file_name() else {
+        return Err(StoreError::invalid("file path", format!("{} names no file", path.display())));
+    };
+    let mut group = WriteGroup::default();
+    group.add(parent_dir(path), name, &Content::Bytes(bytes));
+    group.commit()
+}
+
+/// The directory of `path`: `.` for a bare file name.
+fn parent_dir(path: &Path) -> &Path {
+    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| Path::new("."))
 }
 
 /// Replaces several files of one directory atomically each, in order: every temp file is
@@ -45,8 +56,9 @@ pub fn atomic_write_entries(dir: &Path, files: &[(&str, Content<'_>)]) -> Result
 /// Files written together, each atomically (temp file, fsync, rename), possibly in several
 /// directories: a model response's artifact blob, its sidecar and the step files that share
 /// its bytes, say. [`WriteGroup::commit`] writes every temp file, then fsyncs them, renames
-/// them in the order added, and fsyncs every directory touched, each once. A crash leaves each file old or new, never torn, and a
-/// file only ever appears under its name with its bytes durable.
+/// them in the order added, and fsyncs every directory touched, each once. A crash leaves
+/// each file old or new, never torn, and a file only ever appears under its name with its
+/// bytes durable.
 ///
 /// What a group saves over separate [`atomic_write_entries`] calls is directory syncs: one
 /// per directory for all its files.
@@ -58,7 +70,7 @@ pub struct WriteGroup {
 #[derive(Debug)]
 struct GroupEntry {
     dir: PathBuf,
-    name: String,
+    name: OsString,
     content: OwnedContent,
 }
 
@@ -76,7 +88,8 @@ impl GroupEntry {
 
 impl WriteGroup {
     /// Adds `dir/name`; a later entry for the same path replaces the earlier one.
-    pub fn add(&mut self, dir: &Path, name: &str, content: &Content<'_>) {
+    pub fn add(&mut self, dir: &Path, name: impl AsRef<OsStr>, content: &Content<'_>) {
+        let name = name.as_ref();
         let content = match content {
             Content::Bytes(bytes) => OwnedContent::Bytes(bytes.to_vec()),
             Content::SameAs(source) => OwnedContent::SameAs(source.to_path_buf()),
@@ -112,7 +125,7 @@ impl WriteGroup {
         let result = (|| {
             let mut to_sync: Vec<(File, PathBuf)> = Vec::new();
             for (i, e) in self.entries.iter().enumerate() {
-                let tmp = e.dir.join(format!(".{}.tmp-{}-{}", e.name, std::process::id(), unique_suffix()));
+                let tmp = temp_path(&e.dir, &e.name);
                 temps.push(tmp.clone());
                 let at = |err| StoreError::io(&tmp, err);
                 match &e.content {
@@ -124,7 +137,7 @@ impl WriteGroup {
                         let source = self.entries[..i]
                             .iter()
                             .position(|earlier| &earlier.path() == source)
-                            .map_or(source.as_path(), |at| temps[at].as_path());
+                            .map_or(source.as_path(), |k| temps[k].as_path());
                         if fs::hard_link(source, &tmp).is_err() {
                             let bytes = fs::read(source).map_err(|err| StoreError::io(source, err))?;
                             to_sync.push((write_new(&tmp, &bytes).map_err(at)?, e.path()));
@@ -164,57 +177,28 @@ fn write_new(path: &Path, bytes: &[u8]) -> io::Result<File> {
     Ok(f)
 }
 
-/// `atomic_write` with a call just before the rename and one after the directory fsync;
-/// the progress store places its crash failpoints there. With `keep`, the file replaced
-/// stays readable under that name (see [`replace_keeping`]).
-pub(crate) fn atomic_write_hooked(
-    path: &Path,
-    bytes: &[u8],
-    keep: Option<&Path>,
-    before_rename: impl FnOnce(),
-    after_rename: impl FnOnce(),
-) -> io::Result<()> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    create_dir_durable(dir)?;
-    if let Some(previous) = keep {
-        replace_keeping(path, bytes, previous, before_rename)?;
-        sync_dir(dir)?;
-        after_rename();
-        return Ok(());
-    }
-    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{file_name}.tmp-{}-{}", std::process::id(), unique_suffix()));
-    let result = (|| {
-        write_new(&tmp, bytes)?.sync_all()?;
-        before_rename();
-        fs::rename(&tmp, path)?;
-        sync_dir(dir)?;
-        after_rename();
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
 /// Replaces `path` with `bytes` and keeps the file it replaces as `previous` (same
-/// directory): `bytes` are written over the copy `previous` held and synced, then the two
-/// names are exchanged in one step (`renameat2` with `RENAME_EXCHANGE`). `path` is never
-/// missing or torn, no file is created or unlinked, and a file rewritten at every
-/// iteration reuses the same two inodes and their pages. A crash while `previous` is
-/// rewritten leaves `path` intact and only the older copy torn.
+/// directory): `bytes` are written over the copy `previous` held and synced, the two names
+/// are exchanged in one step (`renameat2` with `RENAME_EXCHANGE`), then the directory is
+/// synced. `path` is never missing or torn, no file is created or unlinked, and a file
+/// rewritten at every iteration reuses the same two inodes and their pages. A crash while
+/// `previous` is rewritten leaves `path` intact and only the older copy torn.
+/// `before_rename` runs just before the exchange and `after_rename` after the directory
+/// sync; the progress store places its crash failpoints there.
 ///
 /// Keeping the previous file is best effort: it only serves the recovery of a later
 /// corruption. Where the filesystem cannot exchange names, `previous` is renamed over
 /// `path` and no copy is kept (logged).
-fn replace_keeping(
+pub(crate) fn replace_keeping_previous(
     path: &Path,
     bytes: &[u8],
     previous: &Path,
     before_rename: impl FnOnce(),
+    after_rename: impl FnOnce(),
 ) -> io::Result<()> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let dir = parent_dir(path);
+    create_dir_durable(dir)?;
     // Only a plain file of its own may be rewritten in place: never a link shared with
     // `path` (which an older mtx could leave after a crash) or with anything else.
     match fs::symlink_metadata(previous) {
@@ -235,14 +219,17 @@ fn replace_keeping(
     drop(file);
     before_rename();
     match exchange(previous, path) {
-        Ok(()) => Ok(()),
+        Ok(()) => {}
         // Nothing to keep yet.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::rename(previous, path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::rename(previous, path)?,
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "cannot exchange names here; no previous copy kept");
-            fs::rename(previous, path)
+            fs::rename(previous, path)?;
         }
     }
+    sync_dir(dir)?;
+    after_rename();
+    Ok(())
 }
 
 /// Swaps the names `a` and `b` atomically (both must exist).
@@ -276,6 +263,14 @@ fn exchange(_: &Path, _: &Path) -> io::Result<()> {
 /// fsync a directory so that a rename or a new entry in it is durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// `dir/.<name>.tmp-<pid>-<n>`: a temp name no other writer uses.
+fn temp_path(dir: &Path, name: &OsStr) -> PathBuf {
+    let mut tmp = OsString::from(".");
+    tmp.push(name);
+    tmp.push(format!(".tmp-{}-{}", std::process::id(), unique_suffix()));
+    dir.join(tmp)
 }
 
 fn unique_suffix() -> u64 {
@@ -407,10 +402,10 @@ mod tests {
         let (path, previous) = (dir.path().join("doc.json"), dir.path().join("doc.prev.json"));
         let mut seen_during = Vec::new();
         for version in [&b"one"[..], b"two", b"three"] {
-            atomic_write_hooked(
+            replace_keeping_previous(
                 &path,
                 version,
-                Some(&previous),
+                &previous,
                 || seen_during.push(fs::read(&path).ok()),
                 || {},
             )
@@ -424,7 +419,7 @@ mod tests {
         // A previous copy that is a second name of the current file is not written through.
         fs::remove_file(&previous).unwrap();
         fs::hard_link(&path, &previous).unwrap();
-        atomic_write_hooked(&path, b"four", Some(&previous), || {}, || {}).unwrap();
+        replace_keeping_previous(&path, b"four", &previous, || {}, || {}).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"four");
         assert_eq!(fs::read(&previous).unwrap(), b"three");
         // Nor is a symbolic link followed.
@@ -432,12 +427,19 @@ mod tests {
         fs::write(&outside, b"not mtx's").unwrap();
         fs::remove_file(&previous).unwrap();
         std::os::unix::fs::symlink(&outside, &previous).unwrap();
-        atomic_write_hooked(&path, b"five", Some(&previous), || {}, || {}).unwrap();
+        replace_keeping_previous(&path, b"five", &previous, || {}, || {}).unwrap();
         assert_eq!(fs::read(&outside).unwrap(), b"not mtx's");
         assert_eq!(
             (fs::read(&path).unwrap(), fs::read(&previous).unwrap()),
             (b"five".to_vec(), b"four".to_vec())
         );
+    }
+
+    #[test]
+    fn a_bare_file_name_is_written_in_the_current_directory() {
+        assert_eq!(parent_dir(Path::new("export.jsonl")), Path::new("."));
+        assert_eq!(parent_dir(Path::new("out/export.jsonl")), Path::new("out"));
+        assert!(atomic_write(Path::new("/"), b"x").is_err(), "a path naming no file is refused");
     }
 
     #[test]

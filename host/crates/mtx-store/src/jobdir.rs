@@ -243,7 +243,7 @@ impl JobDir {
     ) -> Result<ArtifactHandle, StoreError> {
         check_name("step file name", name)?;
         let path = self.step_dir(idempotency_key)?.join(name);
-        atomic_write(&path, bytes).map_err(|e| StoreError::io(&path, e))?;
+        atomic_write(&path, bytes)?;
         Ok(file_handle(
             uuid::Uuid::now_v7().to_string(),
             format!("step_outputs/{idempotency_key}/{name}"),
@@ -358,7 +358,7 @@ impl JobDir {
     /// job directory and returns its handle (path relative to the job directory).
     pub fn write_file(&self, rel: &str, bytes: &[u8]) -> Result<ArtifactHandle, StoreError> {
         let path = self.resolve(rel)?;
-        atomic_write(&path, bytes).map_err(|e| StoreError::io(&path, e))?;
+        atomic_write(&path, bytes)?;
         Ok(file_handle(stable_artifact_id(bytes), rel.to_owned(), bytes))
     }
 

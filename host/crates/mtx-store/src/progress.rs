@@ -7,7 +7,7 @@
 //! the 10 MB cap of 11.4, and replaces the file atomically, so a crash leaves the old or
 //! the new file, never a torn one: the new bytes are written over the previous copy and
 //! synced, the two names are exchanged, and the directory is synced (see
-//! `fsutil::atomic_write_hooked`).
+//! `fsutil::replace_keeping_previous`).
 //!
 //! Every saved document carries `content_sha256` \[D\], so an edit of the file is caught on
 //! load and by `mtx verify` (the spec keeps unknown fields, so older readers ignore it). It
@@ -28,7 +28,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::StoreError;
 use crate::failpoint::failpoint;
-use crate::fsutil::atomic_write_hooked;
+use crate::fsutil::replace_keeping_previous;
 
 /// Maximum size of a progress artifact (MTX-SPEC 11.4).
 pub const PROGRESS_CAP_BYTES: u64 = 10 * 1024 * 1024;
@@ -312,10 +312,10 @@ impl ProgressStore {
             return Err(StoreError::TooLarge { path: self.path.clone(), size, cap: self.cap });
         }
         let previous = self.previous_path();
-        atomic_write_hooked(
+        replace_keeping_previous(
             &self.path,
             &bytes,
-            Some(&previous),
+            &previous,
             || failpoint("progress.rename.before"),
             || failpoint("progress.rename.after"),
         )
