@@ -547,6 +547,11 @@ pub fn resume_job(
     let history = JobHistory::open(&state.history_db()).ok();
     let log = Arc::new(JobLog::new(job_id, recorder, ledger, history, InputPack::open(dir.root())?));
     let defs_doc = read_definitions(&dir)?;
+    // A crash after the plan was written but before `job.json` took its reference leaves
+    // the placeholder there; the reference is derived from the file as it is.
+    if let Some(handle) = dir.handle_of(MT_DEFINITIONS_FILE)? {
+        record.mt_definitions_ref = handle;
+    }
     let ext: LoopExt =
         progress.extra.get(EXT_KEY).and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default();
     record.workflow_run_id = workflow_run_id;

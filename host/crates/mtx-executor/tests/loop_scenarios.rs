@@ -231,6 +231,32 @@ fn c_pause_1_pause_point_then_resume_with_continue() {
     assert_eq!(ev.last().unwrap(), "MT-009");
 }
 
+/// A crash after the plan was written but before `job.json` took its reference leaves the
+/// placeholder there; a resumed job reports the file as it is.
+#[test]
+fn a_resumed_job_names_its_mt_definitions_as_they_are() {
+    let fx = one_mt("grep -q hello src/a.txt");
+    let policy = ExecutionPolicy { pause_points: vec!["MT-001".into()], ..ExecutionPolicy::default() };
+    let cas = cassette(&[("MT-001", 0, 1, &write_and_claim("MT-001", A, "hello\n", 1))]);
+    let s = setup(&fx, cas, policy);
+    let out = run_job(&s, &fx.wp, &NoObserver).unwrap();
+    let record_path = out.job_dir.join("job.json");
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record_path).unwrap()).unwrap();
+    record["mt_definitions_ref"] = serde_json::json!({
+        "artifact_id": "placeholder", "path": "mt_definitions.json",
+        "sha256": mtx_types::sha256_hex(b""), "size_bytes": null, "media_type": null,
+    });
+    std::fs::write(&record_path, serde_json::to_vec_pretty(&record).unwrap()).unwrap();
+    decide_gate(&s.state_dir, &out.job_id, GateChoice::Continue, None, "bob").unwrap();
+    let resumed = resume_job(&s, &out.job_id, &NoObserver).unwrap();
+    assert_eq!(resumed.status, JobStatus::Completed, "{resumed:?}");
+    let reference = &events_of(&out.job_dir, "FR-EVT-MT-009")[0]["payload"]["mt_definitions_ref"];
+    let bytes = std::fs::read(out.job_dir.join("mt_definitions.json")).unwrap();
+    assert_eq!(reference["sha256"], mtx_types::sha256_hex(&bytes), "{reference}");
+    assert_eq!(reference["media_type"], "application/json", "{reference}");
+}
+
 #[test]
 fn c_rec_3_completed_job_resumes_without_any_model_call() {
     let fx = one_mt("true");

@@ -365,10 +365,19 @@ impl JobDir {
     /// Like [`JobDir::write_file`], but a file that exists stands: its handle is returned
     /// and nothing is written (see [`JobDir::write_step_file_once`]).
     pub fn write_file_once(&self, rel: &str, bytes: &[u8]) -> Result<ArtifactHandle, StoreError> {
+        match self.handle_of(rel)? {
+            Some(existing) => Ok(existing),
+            None => self.write_file(rel, bytes),
+        }
+    }
+
+    /// The handle of `rel` as it is on disk (the one [`JobDir::write_file`] gave for these
+    /// bytes); `None` when there is no such file.
+    pub fn handle_of(&self, rel: &str) -> Result<Option<ArtifactHandle>, StoreError> {
         let path = self.resolve(rel)?;
         match std::fs::read(&path) {
-            Ok(existing) => Ok(file_handle(stable_artifact_id(&existing), rel.to_owned(), &existing)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.write_file(rel, bytes),
+            Ok(bytes) => Ok(Some(file_handle(stable_artifact_id(&bytes), rel.to_owned(), &bytes))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StoreError::io(&path, e)),
         }
     }
