@@ -386,7 +386,9 @@ fn plan_and_drive(mut run: Run<'_>, wp: &mtx_wp::WorkPacket) -> Result<JobOutcom
 
     let order = run.job.order();
     run.job.progress = new_progress(&wp.wp_id, &job_id, &policy, &run.setup.loras, &run.job.defs, &order);
-    run.job.save_progress()?;
+    // Write-ahead: the loop's start is announced before the first progress save, which
+    // makes it durable first. (Announced after it, a kill between the two left a job whose
+    // resumed run never recorded FR-EVT-MT-001.)
     run.emit(Event::new(
         "FR-EVT-MT-001",
         json!({
@@ -397,6 +399,7 @@ fn plan_and_drive(mut run: Run<'_>, wp: &mtx_wp::WorkPacket) -> Result<JobOutcom
             "execution_waves": run.job.waves,
         }),
     ))?;
+    run.job.save_progress()?;
     run.job.set_status(JobStatus::Running, "running")?;
     run.drive()?;
     Ok(run.finish())

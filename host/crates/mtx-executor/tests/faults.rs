@@ -616,12 +616,12 @@ fn kill_after_an_event_append() {
 
 #[test]
 fn kill_before_the_progress_rename() {
-    crash_each("progress.rename.before", &[2, 3, 4, 5]);
+    crash_each("progress.rename.before", &[1, 2, 3, 4, 5]);
 }
 
 #[test]
 fn kill_after_the_progress_rename() {
-    crash_each("progress.rename.after", &[2, 3, 4, 5]);
+    crash_each("progress.rename.after", &[1, 2, 3, 4, 5]);
 }
 
 #[test]
