@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, anyhow};
 use mtx_executor::{ExecError, ExecutorSetup, JobOutcome, RunObserver};
 use mtx_plugin::{HostOptions, NullRecorder, PluginHost, PluginSpec};
-use mtx_store::history::{EventFilter, JobFilter};
+use mtx_store::history::JobFilter;
 use mtx_store::{EventEnvelope, JobHistory, StateDir};
 use mtx_types::JobStatus;
 use serde_json::{Value, json};
@@ -727,7 +727,6 @@ pub fn events(
     }
     let all =
         mtx_store::recorder::read_events(&dir.events()).map_err(|e| CliError::from(anyhow::Error::new(e)))?;
-    let _ = EventFilter::default();
     let selected: Vec<&EventEnvelope> = all
         .iter()
         .map(|s| &s.envelope)

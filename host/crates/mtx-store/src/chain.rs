@@ -201,21 +201,23 @@ pub struct OpenedChain {
     pub torn: Option<TornTail>,
 }
 
-/// Builds the bytes of the line for `body` at position `seq` after `prev_hash`.
-fn seal(seq: u64, prev_hash: &str, body: &Map<String, Value>) -> Vec<u8> {
+/// Builds the line for `body` at position `seq` after `prev_hash`: its bytes, and the
+/// record they encode (the map a reader parses back from them, without parsing).
+fn seal(seq: u64, prev_hash: &str, body: Map<String, Value>) -> (Vec<u8>, Map<String, Value>) {
     let mut map = Map::new();
     map.insert("seq".into(), Value::from(seq));
     map.insert("prev_hash".into(), Value::from(prev_hash));
     for (k, v) in body {
         if k != "seq" && k != "prev_hash" && k != "hash" {
-            map.insert(k.clone(), v.clone());
+            map.insert(k, v);
         }
     }
-    let mut unsealed = serde_json::to_vec(&Value::Object(map)).expect("JSON values serialise");
-    let hash = sha256_hex(&unsealed);
-    unsealed.pop(); // the closing brace; the hash member goes in its place
-    unsealed.extend_from_slice(format!(",\"hash\":\"{hash}\"}}").as_bytes());
-    unsealed
+    let mut line = serde_json::to_vec(&map).expect("JSON values serialise");
+    let hash = sha256_hex(&line);
+    line.pop(); // the closing brace; the hash member goes in its place
+    line.extend_from_slice(format!(",\"hash\":\"{hash}\"}}").as_bytes());
+    map.insert("hash".into(), Value::from(hash));
+    (line, map)
 }
 
 /// How long a writer waits for a lock held by someone else before reporting `Busy`.
@@ -346,15 +348,15 @@ impl ChainFile {
     }
 
     /// Appends `body` as the next record and fsyncs it before returning.
-    pub fn append(&mut self, body: &Map<String, Value>) -> Result<Appended, StoreError> {
-        let mut appended = self.append_all(std::slice::from_ref(body))?;
+    pub fn append(&mut self, body: Map<String, Value>) -> Result<Appended, StoreError> {
+        let mut appended = self.append_all(vec![body])?;
         Ok(appended.pop().expect("one body gives one record"))
     }
 
     /// Appends several records with one write and one fsync; all or none are durable
     /// when it returns (a crash in between leaves whole records and at most one torn
     /// line, which `open` cuts off).
-    pub fn append_all(&mut self, bodies: &[Map<String, Value>]) -> Result<Vec<Appended>, StoreError> {
+    pub fn append_all(&mut self, bodies: Vec<Map<String, Value>>) -> Result<Vec<Appended>, StoreError> {
         self.write_records(bodies, true)
     }
 
@@ -362,8 +364,8 @@ impl ChainFile {
     /// and durable at the next [`ChainFile::sync`] (or synced append). A crash of the
     /// process loses nothing; a power loss can lose the records written since the last
     /// sync, whole (the chain stays valid: at most a torn last line, cut on open).
-    pub fn append_deferred(&mut self, body: &Map<String, Value>) -> Result<Appended, StoreError> {
-        let mut appended = self.write_records(std::slice::from_ref(body), false)?;
+    pub fn append_deferred(&mut self, body: Map<String, Value>) -> Result<Appended, StoreError> {
+        let mut appended = self.write_records(vec![body], false)?;
         Ok(appended.pop().expect("one body gives one record"))
     }
 
@@ -379,16 +381,21 @@ impl ChainFile {
 
     fn write_records(
         &mut self,
-        bodies: &[Map<String, Value>],
+        bodies: Vec<Map<String, Value>>,
         sync: bool,
     ) -> Result<Vec<Appended>, StoreError> {
         let mut buffer = Vec::new();
-        let mut sealed = Vec::with_capacity(bodies.len());
+        let mut out = Vec::with_capacity(bodies.len());
         let mut last_hash = self.last_hash.clone();
-        for (i, body) in bodies.iter().enumerate() {
-            let line = seal(self.next_seq + i as u64, &last_hash, body);
+        let count = bodies.len() as u64;
+        for (i, body) in bodies.into_iter().enumerate() {
+            let (line, record) = seal(self.next_seq + i as u64, &last_hash, body);
             last_hash = sha256_hex(&line);
-            sealed.push((self.len + buffer.len() as u64, line.len()));
+            out.push(Appended {
+                seq: self.next_seq + i as u64,
+                offset: self.len + buffer.len() as u64,
+                record,
+            });
             buffer.extend_from_slice(&line);
             buffer.push(b'\n');
         }
@@ -411,17 +418,8 @@ impl ChainFile {
             return Err(StoreError::io(&self.path, e));
         }
         failpoint(&format!("{prefix}.append.after"));
-        let mut out = Vec::with_capacity(sealed.len());
-        for (i, (offset, len)) in sealed.into_iter().enumerate() {
-            let start = (offset - self.len) as usize;
-            let record = match serde_json::from_slice(&buffer[start..start + len]) {
-                Ok(Value::Object(map)) => map,
-                _ => unreachable!("a sealed record is a JSON object"),
-            };
-            out.push(Appended { seq: self.next_seq + i as u64, offset, record });
-        }
         self.last_hash = last_hash;
-        self.next_seq += bodies.len() as u64;
+        self.next_seq += count;
         self.len = new_len;
         self.dirty = !sync;
         Ok(out)
@@ -442,12 +440,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.jsonl");
         let mut c = ChainFile::create(&path, u64::MAX, "test").unwrap();
-        c.append_deferred(&body(1)).unwrap();
+        c.append_deferred(body(1)).unwrap();
         assert!(c.dirty, "a deferred append waits for a sync");
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1, "readers see it at once");
-        c.append(&body(2)).unwrap();
+        c.append(body(2)).unwrap();
         assert!(!c.dirty, "a synced append syncs what was deferred before it");
-        c.append_deferred(&body(3)).unwrap();
+        c.append_deferred(body(3)).unwrap();
         c.sync().unwrap();
         assert!(!c.dirty);
         drop(c);
@@ -461,8 +459,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.jsonl");
         let mut c = ChainFile::create(&path, u64::MAX, "test").unwrap();
-        let a = c.append(&body(1)).unwrap();
-        let b = c.append(&body(2)).unwrap();
+        let a = c.append(body(1)).unwrap();
+        let b = c.append(body(2)).unwrap();
         assert_eq!((a.seq, b.seq), (1, 2));
         assert_eq!(a.record["prev_hash"], GENESIS_HASH);
         let first_line = std::fs::read_to_string(&path).unwrap().lines().next().unwrap().to_owned();
@@ -474,7 +472,7 @@ mod tests {
         assert!(opened.torn.is_none());
         let first: Value = serde_json::from_slice(opened.lines[0].bytes(&opened.bytes)).unwrap();
         assert_eq!(first["n"], 1);
-        assert_eq!(c.append(&body(3)).unwrap().seq, 3);
+        assert_eq!(c.append(body(3)).unwrap().seq, 3);
     }
 
     #[test]
@@ -482,7 +480,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.jsonl");
         let mut c = ChainFile::create(&path, u64::MAX, "test").unwrap();
-        c.append(&body(1)).unwrap();
+        c.append(body(1)).unwrap();
         let good_len = c.len();
         drop(c);
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
@@ -500,7 +498,7 @@ mod tests {
         let path = dir.path().join("c.jsonl");
         let mut c = ChainFile::create(&path, u64::MAX, "test").unwrap();
         for n in 0..3 {
-            c.append(&body(n)).unwrap();
+            c.append(body(n)).unwrap();
         }
         drop(c);
         let original = std::fs::read(&path).unwrap();
@@ -520,10 +518,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.jsonl");
         let mut c = ChainFile::create(&path, u64::MAX, "test").unwrap();
-        c.append(&body(0)).unwrap();
-        let batch = c.append_all(&[body(1), body(2), body(3)]).unwrap();
+        c.append(body(0)).unwrap();
+        let batch = c.append_all(vec![body(1), body(2), body(3)]).unwrap();
         assert_eq!(batch.iter().map(|a| a.seq).collect::<Vec<_>>(), [2, 3, 4]);
-        assert_eq!(c.append(&body(4)).unwrap().seq, 5);
+        assert_eq!(c.append(body(4)).unwrap().seq, 5);
         let s = scan(&std::fs::read(&path).unwrap());
         assert!(s.defect.is_none() && s.torn.is_none());
         assert_eq!(s.lines.len(), 5);
@@ -546,9 +544,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.jsonl");
         let mut c = ChainFile::create(&path, 250, "test").unwrap();
-        c.append(&body(1)).unwrap();
+        c.append(body(1)).unwrap();
         let before = std::fs::read(&path).unwrap();
-        assert!(matches!(c.append(&body(2)), Err(StoreError::TooLarge { cap: 250, .. })));
+        assert!(matches!(c.append(body(2)), Err(StoreError::TooLarge { cap: 250, .. })));
         assert_eq!(std::fs::read(&path).unwrap(), before);
     }
 }

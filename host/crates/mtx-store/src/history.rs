@@ -287,6 +287,52 @@ impl JobHistory {
         Ok(())
     }
 
+    /// Indexes the events of `events.jsonl` that the index does not hold yet: those a
+    /// process recorded after its last index batch before it was killed. Reads only the
+    /// log's tail after the last indexed record. Returns the number of events indexed.
+    pub fn catch_up(&self, job_id: &str, events: &Path) -> Result<usize, StoreError> {
+        let last: Option<(u64, u64)> = self
+            .conn
+            .query_row(
+                "SELECT seq, byte_offset FROM events WHERE job_id = ?1 ORDER BY seq DESC LIMIT 1",
+                [job_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        let bytes = match std::fs::read(events) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(StoreError::io(events, e)),
+        };
+        let (after_seq, from) = match last {
+            Some((seq, offset)) => (seq, usize::try_from(offset).unwrap_or(usize::MAX)),
+            None => (0, 0),
+        };
+        let Some(tail) = bytes.get(from..) else {
+            return Err(StoreError::corrupt(
+                events,
+                format!("the index points past the end of the log ({from})"),
+            ));
+        };
+        let mut found = Vec::new();
+        let mut offset = from;
+        for line in tail.split_inclusive(|b| *b == b'\n') {
+            let start = offset;
+            offset += line.len();
+            if line.last() != Some(&b'\n') {
+                break; // a torn last line is not a record
+            }
+            let envelope: crate::recorder::EventEnvelope = serde_json::from_slice(line)
+                .map_err(|e| StoreError::corrupt(events, format!("byte {start}: {e}")))?;
+            if envelope.seq > after_seq {
+                found.push(StoredEvent { offset: start as u64, envelope });
+            }
+        }
+        self.index_events(job_id, &found)?;
+        Ok(found.len())
+    }
+
     /// `mtx events`: a job's events in `seq` order.
     pub fn query_events(&self, job_id: &str, filter: &EventFilter) -> Result<Vec<EventRow>, StoreError> {
         let mut stmt = self
@@ -525,5 +571,36 @@ mod tests {
         let log = std::fs::read(job.events()).unwrap();
         let third = &log[by_mt[1].byte_offset as usize..];
         assert!(third.starts_with(b"{\"seq\":3,"));
+    }
+
+    #[test]
+    fn catch_up_indexes_only_the_events_after_the_last_indexed_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        let job = state.job("job-1").unwrap();
+        job.create().unwrap();
+        let mut c = crate::recorder::tests::correlation();
+        c.wp_id = "WP-1-Test-v1".into();
+        let fr = FlightRecorder::create(&job.events(), c).unwrap();
+        let h = JobHistory::open(&state.history_db()).unwrap();
+        assert_eq!(h.catch_up("job-1", &job.events()).unwrap(), 0, "an empty log has nothing to index");
+        let first = fr.emit_stored(crate::recorder::tests::started("MT-001", 1)).unwrap();
+        h.index_event("job-1", &first).unwrap();
+        for i in 2..=4 {
+            fr.emit(crate::recorder::tests::started("MT-001", i)).unwrap();
+        }
+        drop(fr);
+        // A torn last line (a write cut short) is not a record.
+        let mut log = std::fs::OpenOptions::new().append(true).open(job.events()).unwrap();
+        std::io::Write::write_all(&mut log, b"{\"seq\":5,\"prev").unwrap();
+
+        assert_eq!(h.catch_up("job-1", &job.events()).unwrap(), 3);
+        let rows = h.query_events("job-1", &EventFilter::default()).unwrap();
+        assert_eq!(rows.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        assert_eq!(rows.iter().filter_map(|e| e.iteration).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        let bytes = std::fs::read(job.events()).unwrap();
+        assert!(bytes[rows[3].byte_offset as usize..].starts_with(b"{\"seq\":4,"));
+        assert_eq!(h.catch_up("job-1", &job.events()).unwrap(), 0, "a second catch-up finds nothing new");
+        assert_eq!(h.catch_up("job-2", &job.events()).unwrap(), 4, "another job id starts from the top");
     }
 }

@@ -255,7 +255,7 @@ impl RunLedger {
     /// Creates `path` with its header record; fails if the file exists.
     pub fn create(path: &Path, header: LedgerHeader) -> Result<Self, StoreError> {
         let mut chain = ChainFile::create(path, LEDGER_CAP_BYTES, "ledger")?;
-        chain.append(&LedgerRecord::Header(header.clone()).to_map()?)?;
+        chain.append(LedgerRecord::Header(header.clone()).to_map()?)?;
         Ok(Self::empty(chain, header))
     }
 
@@ -328,7 +328,7 @@ impl RunLedger {
     /// Appends `record` and returns its `seq` once it is durable.
     pub fn append(&mut self, record: &LedgerRecord) -> Result<u64, StoreError> {
         check_appendable(record)?;
-        let appended = self.chain.append(&record.to_map()?)?;
+        let appended = self.chain.append(record.to_map()?)?;
         self.apply(record.clone());
         Ok(appended.seq)
     }
@@ -339,7 +339,7 @@ impl RunLedger {
     /// step `in_progress` must use [`RunLedger::append`] (8.3 item 3).
     pub fn append_deferred(&mut self, record: &LedgerRecord) -> Result<u64, StoreError> {
         check_appendable(record)?;
-        let appended = self.chain.append_deferred(&record.to_map()?)?;
+        let appended = self.chain.append_deferred(record.to_map()?)?;
         self.apply(record.clone());
         Ok(appended.seq)
     }
@@ -357,7 +357,7 @@ impl RunLedger {
             check_appendable(record)?;
             bodies.push(record.to_map()?);
         }
-        let appended = self.chain.append_all(&bodies)?;
+        let appended = self.chain.append_all(bodies)?;
         records.iter().for_each(|r| self.apply(r.clone()));
         Ok(appended.last().map_or(self.chain.next_seq() - 1, |a| a.seq))
     }

@@ -194,7 +194,7 @@ impl FlightRecorder {
         let mut logs = self.lock();
         let body = self.prepare(event)?;
         let appended =
-            if logs.group_commit { logs.main.append_deferred(&body)? } else { logs.main.append(&body)? };
+            if logs.group_commit { logs.main.append_deferred(body)? } else { logs.main.append(body)? };
         drop(logs);
         let envelope = to_envelope(appended.record, &self.main_path)?;
         trace_event(&envelope, false);
@@ -246,7 +246,7 @@ impl FlightRecorder {
             };
             logs.fallback = Some(file);
         }
-        let appended = logs.fallback.as_mut().expect("fallback opened above").append(&body)?;
+        let appended = logs.fallback.as_mut().expect("fallback opened above").append(body)?;
         drop(logs);
         let envelope = to_envelope(appended.record, &self.fallback_path)?;
         trace_event(&envelope, true);
