@@ -36,9 +36,10 @@ pub struct JobLog {
     /// State changes a crashed process recorded after its last progress save (see
     /// [`JobLog::arm_replay`]), keyed by [`replay_key`].
     replay: Mutex<Vec<(String, EventEnvelope)>>,
-    /// Events recorded but not yet in the Job History index, which takes them at each
-    /// barrier in one transaction.
+    /// Durable events not yet handed to the Job History index (see [`JobLog::sync`]).
     unindexed: Mutex<Vec<StoredEvent>>,
+    /// The thread that writes index batches; `None` indexes on the caller's thread.
+    indexer: Mutex<Option<Indexer>>,
     /// Large plugin-call inputs, kept out of the ledger (`plugin_inputs.jsonl`).
     inputs: Mutex<InputPack>,
 }
@@ -108,6 +109,7 @@ impl JobLog {
         {
             tracing::warn!(job_id, error = %e, "job history: catching up with the log failed");
         }
+        let indexer = history.as_ref().and_then(|h| Indexer::start(job_id, h));
         JobLog {
             job_id: job_id.to_owned(),
             recorder,
@@ -117,6 +119,7 @@ impl JobLog {
             scope: Mutex::new(StepScope::default()),
             replay: Mutex::new(Vec::new()),
             unindexed: Mutex::new(Vec::new()),
+            indexer: Mutex::new(indexer),
             inputs: Mutex::new(inputs),
         }
     }
@@ -169,14 +172,21 @@ impl JobLog {
     /// completions are deferred ledger appends).
     ///
     /// The Job History index takes the events after they are durable, [`INDEX_BATCH`] at a
-    /// time, and the rest when the job's log closes. It is derived (rebuildable from
-    /// `events.jsonl`, which `mtx events` and the console read), so while a job runs it
-    /// may lag the log by up to one batch.
+    /// time on a thread of its own, and the rest when the job's log closes. It is derived
+    /// (rebuildable from `events.jsonl`, which `mtx events` and the console read), so while
+    /// a job runs it may lag the log by a batch or two.
     pub fn sync(&self) -> Result<(), StoreError> {
+        self.sync_events()?;
+        self.ledger().sync()
+    }
+
+    /// [`JobLog::sync`] but for the ledger, for a barrier followed at once by a synced
+    /// ledger append (a step `in_progress`): that append's fdatasync makes the deferred
+    /// ledger records before it durable too, so syncing them first would cost a second one.
+    pub fn sync_events(&self) -> Result<(), StoreError> {
         self.recorder.sync()?;
         // The inputs before the ledger records that name them.
         lock(&self.inputs).sync()?;
-        self.ledger().sync()?;
         if lock(&self.unindexed).len() >= INDEX_BATCH {
             self.flush_index();
         }
@@ -185,6 +195,17 @@ impl JobLog {
 
     fn flush_index(&self) {
         let pending = std::mem::take(&mut *lock(&self.unindexed));
+        if pending.is_empty() {
+            return;
+        }
+        let pending = match lock(&self.indexer).as_ref() {
+            Some(indexer) => match indexer.send(pending) {
+                Ok(()) => return,
+                // The thread is gone; index here.
+                Err(batch) => batch,
+            },
+            None => pending,
+        };
         if let Some(h) = self.history()
             && let Err(e) = h.index_events(&self.job_id, &pending)
         {
@@ -269,9 +290,61 @@ fn ledger_input(call: &PluginCall) -> (String, Option<Value>) {
 }
 
 impl Drop for JobLog {
-    /// A job that stops between barriers (an error path) still leaves its events indexed.
+    /// A job that stops between barriers (an error path) still leaves its events indexed,
+    /// and the index holds every event once the log is gone.
     fn drop(&mut self) {
         self.flush_index();
+        if let Some(indexer) = lock(&self.indexer).take() {
+            indexer.finish();
+        }
+    }
+}
+
+/// Writes batches of events into the Job History index on a thread of its own, with its
+/// own connection, so the loop never waits for SQLite.
+struct Indexer {
+    batches: std::sync::mpsc::Sender<Vec<StoredEvent>>,
+    worker: std::thread::JoinHandle<()>,
+}
+
+impl Indexer {
+    /// `None` when the thread or its connection cannot be had (the caller then indexes).
+    fn start(job_id: &str, history: &JobHistory) -> Option<Indexer> {
+        let own = match JobHistory::open(history.path()) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(job_id, error = %e, "job history: no connection for the indexer thread");
+                return None;
+            }
+        };
+        let (batches, received) = std::sync::mpsc::channel::<Vec<StoredEvent>>();
+        let job = job_id.to_owned();
+        let worker = std::thread::Builder::new()
+            .name("mtx-history-index".into())
+            .spawn(move || {
+                for batch in received {
+                    if let Err(e) = own.index_events(&job, &batch) {
+                        // Rebuildable from events.jsonl; the job goes on.
+                        tracing::warn!(job_id = %job, error = %e, "job history index failed");
+                    }
+                }
+            })
+            .map_err(|e| tracing::warn!(job_id, error = %e, "job history: no indexer thread"))
+            .ok()?;
+        Some(Indexer { batches, worker })
+    }
+
+    /// Hands `batch` to the thread; gives it back when the thread is gone.
+    fn send(&self, batch: Vec<StoredEvent>) -> Result<(), Vec<StoredEvent>> {
+        self.batches.send(batch).map_err(|e| e.0)
+    }
+
+    /// Waits until every batch sent is in the index.
+    fn finish(self) {
+        drop(self.batches);
+        if self.worker.join().is_err() {
+            tracing::warn!("job history indexer thread panicked");
+        }
     }
 }
 

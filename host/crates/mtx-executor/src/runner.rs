@@ -1978,8 +1978,9 @@ impl<'a> Run<'a> {
         )?;
         let started_at = now_rfc3339();
         let started = Instant::now();
-        // The announcement is durable before the step is journaled and the model called.
-        self.job.log.sync()?;
+        // The announcement is durable before the step is journaled and the model called;
+        // the journaling append also makes the ledger's deferred records durable.
+        self.job.log.sync_events()?;
         self.job.log.ledger().append_step(&LedgerStep {
             step_id: step_id.clone(),
             idempotency_key: key.clone(),

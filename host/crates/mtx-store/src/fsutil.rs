@@ -118,8 +118,12 @@ impl WriteGroup {
             return Ok(());
         }
         let mut dirs_to_sync: Vec<PathBuf> = Vec::new();
+        let mut dirs: Vec<&Path> = Vec::new();
         for e in &self.entries {
-            create_dir_deferred(&e.dir, &mut dirs_to_sync).map_err(|err| StoreError::io(&e.dir, err))?;
+            if !dirs.contains(&e.dir.as_path()) {
+                dirs.push(&e.dir);
+                create_dir_deferred(&e.dir, &mut dirs_to_sync).map_err(|err| StoreError::io(&e.dir, err))?;
+            }
         }
         let mut temps: Vec<PathBuf> = Vec::with_capacity(self.entries.len());
         let result = (|| {
@@ -153,7 +157,7 @@ impl WriteGroup {
                 let path = e.path();
                 fs::rename(tmp, &path).map_err(|err| StoreError::io(&path, err))?;
                 // Renaming a link onto a name of the same file is a no-op that keeps both.
-                if fs::symlink_metadata(tmp).is_ok() {
+                if matches!(e.content, OwnedContent::SameAs(_)) && fs::symlink_metadata(tmp).is_ok() {
                     fs::remove_file(tmp).map_err(|err| StoreError::io(tmp, err))?;
                 }
                 if !dirs_to_sync.contains(&e.dir) {

@@ -151,6 +151,11 @@ impl JobHistory {
         Ok(JobHistory { conn, path: path.to_owned() })
     }
 
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     fn sql(&self, source: rusqlite::Error) -> StoreError {
         StoreError::Sqlite { path: self.path.clone(), source }
     }

@@ -121,11 +121,21 @@ const ENTRIES_PLACEHOLDER: &str = "@@mtx-progress-entries@@";
 
 /// Where the one occurrence of `needle` in `text` starts; `None` unless there is exactly one.
 fn find_once(text: &[u8], needle: &[u8]) -> Option<usize> {
-    let at = text.windows(needle.len()).position(|w| w == needle)?;
-    if text[at + 1..].windows(needle.len()).any(|w| w == needle) {
-        return None;
+    let (&first, _) = needle.split_first()?;
+    let mut found = None;
+    let mut from = 0;
+    // Candidates start with the needle's first byte (a quote); only those are compared.
+    while let Some(offset) = text[from..].iter().position(|b| *b == first) {
+        let at = from + offset;
+        if text[at..].starts_with(needle) {
+            if found.is_some() {
+                return None;
+            }
+            found = Some(at);
+        }
+        from = at + 1;
     }
-    Some(at)
+    found
 }
 
 impl ProgressDocument for ProgressArtifact {
@@ -428,6 +438,17 @@ pub(crate) mod tests {
             self.updated_at = "refreshed".into();
             self.total = self.n * 2;
         }
+    }
+
+    #[test]
+    fn the_entries_placeholder_is_found_only_when_it_occurs_once() {
+        let needle = b"\"micro_tasks\":\"@\"";
+        assert_eq!(find_once(b"{\"a\":1,\"micro_tasks\":\"@\",\"b\":\"x\"}", needle), Some(7));
+        assert_eq!(find_once(b"{\"micro_tasks\":\"@\",\"c\":{\"micro_tasks\":\"@\"}}", needle), None);
+        assert_eq!(find_once(b"{\"micro_tasks\":[]}", needle), None);
+        assert_eq!(find_once(b"aaa", b"aa"), None, "overlapping occurrences count twice");
+        assert_eq!(find_once(b"abc", b""), None);
+        assert_eq!(find_once(b"ab", b"abc"), None);
     }
 
     #[test]
