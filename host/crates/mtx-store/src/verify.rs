@@ -3,7 +3,8 @@
 //!
 //! In order: the run ledger chain and its records, the Flight Recorder chain (and the
 //! fallback log when present) with every event re-validated against the registry, the
-//! progress artifact (content hash and schema), and finally every artifact referenced
+//! inputs that ledger records keep in `plugin_inputs.jsonl` (re-hashed against the record),
+//! the progress artifact (content hash and schema), and finally every artifact referenced
 //! from any of them, re-hashed. A reference is any JSON object with a string `path` and
 //! a 64-hex `sha256` (the ArtifactHandle shape); `sha256/..` paths resolve in the shared
 //! artifact store, other paths in the job directory. The report lists every problem found,
@@ -20,6 +21,7 @@ use serde_json::{Map, Value};
 use crate::chain::scan;
 use crate::error::StoreError;
 use crate::events::{self, EnvelopeView};
+use crate::inputs::{INPUT_PACK_FILE, InputRef};
 use crate::jobdir::{JobDir, StateDir};
 use crate::ledger::LedgerRecord;
 use crate::progress::parse_and_validate;
@@ -87,11 +89,15 @@ pub fn verify_job(state_dir: &Path, job_id: &str) -> Result<VerifyReport, StoreE
     }
     let mut report = VerifyReport { job_id: job_id.to_owned(), ..VerifyReport::default() };
     let mut handles = BTreeSet::new();
+    let mut packed = Vec::new();
 
     if let Some(lines) = check_chain(&job, "run_ledger.jsonl", &mut report) {
         for (line, map) in lines {
             report.ledger_records += 1;
             collect_in_map(&map, &mut handles);
+            if let Some(input) = PackedInput::of(line, &map) {
+                packed.push(input);
+            }
             let checked = LedgerRecord::from_map(map).and_then(|record| match record {
                 LedgerRecord::Header(h) if line != 1 => {
                     Err(format!("a second header (ledger {})", h.ledger_id))
@@ -133,6 +139,7 @@ pub fn verify_job(state_dir: &Path, job_id: &str) -> Result<VerifyReport, StoreE
             }
         }
     }
+    check_input_pack(&job, &packed, &mut report);
     let progress = job.progress_artifact();
     if progress.exists() {
         report.progress_checked = true;
@@ -167,6 +174,85 @@ pub fn verify_job(state_dir: &Path, job_id: &str) -> Result<VerifyReport, StoreE
         }
     }
     Ok(report)
+}
+
+/// A plugin call's input that its ledger record keeps in the input pack, not inline.
+struct PackedInput {
+    ledger_line: u64,
+    at: InputRef,
+    input_hash: String,
+    /// The record keeps a model backend's input without its prompt (whose hash it names
+    /// instead): those bytes are not the ones `input_hash` covers.
+    elided: bool,
+}
+
+impl PackedInput {
+    fn of(ledger_line: u64, map: &Map<String, Value>) -> Option<PackedInput> {
+        if map.get("kind").and_then(Value::as_str) != Some("plugin_call") {
+            return None;
+        }
+        let output = map.get("output")?;
+        let at: InputRef = serde_json::from_value(output.get("input_ref")?.clone()).ok()?;
+        Some(PackedInput {
+            ledger_line,
+            at,
+            input_hash: map.get("input_hash").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            elided: output.get("input_elided").is_some_and(|v| !v.is_null()),
+        })
+    }
+}
+
+/// The input pack is not chained: the ledger records that name its bytes carry their hash,
+/// so each packed input is re-hashed against its record.
+fn check_input_pack(job: &JobDir, packed: &[PackedInput], report: &mut VerifyReport) {
+    if packed.is_empty() {
+        return;
+    }
+    let bytes = match std::fs::read(job.root().join(INPUT_PACK_FILE)) {
+        Ok(b) => b,
+        Err(e) => {
+            report.problems.push(problem(
+                INPUT_PACK_FILE,
+                format!("cannot read ({} ledger records name inputs in it): {e}", packed.len()),
+            ));
+            return;
+        }
+    };
+    for input in packed {
+        let at = &input.at;
+        let range = usize::try_from(at.offset).ok().and_then(|start| {
+            let end = start.checked_add(usize::try_from(at.bytes).ok()?)?;
+            bytes.get(start..end)
+        });
+        let whose = format!("the input of ledger record {}", input.ledger_line);
+        let message = if at.file != INPUT_PACK_FILE {
+            Some(format!("{whose} names the unknown file {:?}", at.file))
+        } else {
+            match range {
+                None => Some(format!(
+                    "{whose} at bytes {}+{} is past the end ({} bytes)",
+                    at.offset,
+                    at.bytes,
+                    bytes.len()
+                )),
+                Some(found) if input.elided => serde_json::from_slice::<Value>(found)
+                    .err()
+                    .map(|e| format!("{whose} at bytes {}+{} is not JSON: {e}", at.offset, at.bytes)),
+                Some(found) => {
+                    let actual = sha256_hex(found);
+                    (actual != input.input_hash).then(|| {
+                        format!(
+                            "{whose} at bytes {}+{} hashes to {actual}, the record says {}",
+                            at.offset, at.bytes, input.input_hash
+                        )
+                    })
+                }
+            }
+        };
+        if let Some(message) = message {
+            report.problems.push(problem(INPUT_PACK_FILE, message));
+        }
+    }
 }
 
 fn problem(file: &str, message: String) -> Problem {
@@ -381,6 +467,65 @@ mod tests {
         assert_eq!(files[0], "run_ledger.jsonl");
         assert!(report.problems[0].message.contains("names job job-1"), "{}", report.problems[0].message);
         assert!(files.contains(&"events.jsonl"));
+    }
+
+    /// Adds two plugin calls whose inputs live in the input pack: a policy call (the pack
+    /// holds the bytes `input_hash` covers) and a model call whose prompt is elided.
+    fn with_packed_inputs(job: &JobDir) {
+        let mut pack = crate::inputs::InputPack::open(job.root()).unwrap();
+        let policy_input = r#"{"history":["first","second"],"mt_id":"MT-001"}"#;
+        let model_input = r#"{"model_id":"m","prompt":null}"#;
+        let policy_at = pack.append(policy_input).unwrap();
+        let model_at = pack.append(model_input).unwrap();
+        pack.sync().unwrap();
+        let mut ledger = RunLedger::open(&job.run_ledger()).unwrap();
+        let call = |world: &str, input_hash: String, at: &InputRef, elided: Value| {
+            LedgerRecord::PluginCall(crate::ledger::PluginCallRecord {
+                plugin: world.into(),
+                digest: "a".repeat(64),
+                world: Some(world.into()),
+                input_hash,
+                output: json!({"input": null, "input_ref": at, "input_elided": elided}),
+                mt_id: Some("MT-001".into()),
+                step_id: None,
+            })
+        };
+        ledger
+            .append(&call("escalation-policy", sha256_hex(policy_input.as_bytes()), &policy_at, Value::Null))
+            .unwrap();
+        let elided = json!({"prompt": {"sha256": "c".repeat(64), "bytes": 10}});
+        ledger.append(&call("model-backend", "d".repeat(64), &model_at, elided)).unwrap();
+    }
+
+    #[test]
+    fn packed_plugin_inputs_are_checked_against_their_ledger_records() {
+        let (dir, job, _) = job();
+        with_packed_inputs(&job);
+        let report = verify_job(dir.path(), "job-1").unwrap();
+        assert!(report.is_ok(), "{:?}", report.problems);
+
+        let pack = job.root().join(INPUT_PACK_FILE);
+        flip_byte(&pack, "\"first");
+        let report = verify_job(dir.path(), "job-1").unwrap();
+        assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+        let p = &report.problems[0];
+        assert_eq!(p.file, INPUT_PACK_FILE);
+        assert!(p.message.contains("ledger record 4") && p.message.contains("hashes to"), "{}", p.message);
+
+        // Cut inside the second input: the first is still wrong, the second is past the end.
+        let bytes = std::fs::read(&pack).unwrap();
+        std::fs::write(&pack, &bytes[..bytes.len() - 8]).unwrap();
+        let report = verify_job(dir.path(), "job-1").unwrap();
+        let messages: Vec<&str> = report.problems.iter().map(|p| p.message.as_str()).collect();
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert!(
+            messages[1].contains("ledger record 5") && messages[1].contains("past the end"),
+            "{messages:?}"
+        );
+
+        std::fs::remove_file(&pack).unwrap();
+        let report = verify_job(dir.path(), "job-1").unwrap();
+        assert!(report.problems[0].message.contains("2 ledger records name inputs"), "{:?}", report.problems);
     }
 
     #[test]
