@@ -791,9 +791,10 @@ pub fn verify(job_id: &str, state_dir: Option<&Path>, out: Output) -> CliResult 
         println!("{}", serde_json::to_string(&report).context("serialising the report")?);
     } else if report.is_ok() {
         println!(
-            "job {job_id}: ok ({} ledger records, {} events, {} artifacts re-hashed, progress artifact {})",
+            "job {job_id}: ok ({} ledger records, {} events, {} packed plugin inputs and {} artifacts re-hashed, progress artifact {})",
             report.ledger_records,
             report.events,
+            report.inputs_checked,
             report.artifacts_checked,
             if report.progress_checked { "valid" } else { "absent" }
         );

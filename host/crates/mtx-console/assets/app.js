@@ -520,7 +520,7 @@ async function renderLedger(jobId) {
   const d = await api('/api/jobs/' + encodeURIComponent(jobId) + '/ledger');
   const c = d.chain;
   const status = c.all_ok
-    ? el('div', { class: 'chain ok', id: 'chain-status' }, `hash chains verified: ${c.ledger_records} ledger records, ${c.events} events, ${c.artifacts_checked} artifacts re-hashed`)
+    ? el('div', { class: 'chain ok', id: 'chain-status' }, `hash chains verified: ${c.ledger_records} ledger records, ${c.events} events, ${c.inputs_checked} packed plugin inputs and ${c.artifacts_checked} artifacts re-hashed`)
     : el('div', { class: 'chain bad', id: 'chain-status' }, 'verification found problems' + (c.ledger_ok ? ' (the ledger chain itself is intact)' : ' in the ledger chain'),
       el('ul', {}, c.problems.map((p) => el('li', {}, `${p.file}${p.line ? ':' + p.line : ''}: ${p.message}`))));
   app.replaceChildren(el('h1', {}, 'Run ledger'), jobTabs(jobId, 'ledger'), status,

@@ -556,6 +556,7 @@ pub fn ledger(state_dir: &Path, job_id: &str) -> Result<Value, ViewError> {
             "all_ok": report.is_ok(),
             "ledger_records": report.ledger_records,
             "events": report.events,
+            "inputs_checked": report.inputs_checked,
             "artifacts_checked": report.artifacts_checked,
             "progress_checked": report.progress_checked,
             "problems": report.problems,

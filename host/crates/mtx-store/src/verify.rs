@@ -59,6 +59,8 @@ pub struct VerifyReport {
     pub job_id: String,
     pub ledger_records: u64,
     pub events: u64,
+    /// Plugin inputs in `plugin_inputs.jsonl` re-hashed against their ledger records.
+    pub inputs_checked: u64,
     pub artifacts_checked: u64,
     pub progress_checked: bool,
     pub problems: Vec<Problem>,
@@ -219,6 +221,7 @@ fn check_input_pack(job: &JobDir, packed: &[PackedInput], report: &mut VerifyRep
         }
     };
     for input in packed {
+        report.inputs_checked += 1;
         let at = &input.at;
         let range = usize::try_from(at.offset).ok().and_then(|start| {
             let end = start.checked_add(usize::try_from(at.bytes).ok()?)?;
@@ -503,6 +506,7 @@ mod tests {
         with_packed_inputs(&job);
         let report = verify_job(dir.path(), "job-1").unwrap();
         assert!(report.is_ok(), "{:?}", report.problems);
+        assert_eq!(report.inputs_checked, 2);
 
         let pack = job.root().join(INPUT_PACK_FILE);
         flip_byte(&pack, "\"first");
