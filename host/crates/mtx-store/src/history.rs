@@ -535,18 +535,24 @@ mod tests {
         assert_eq!(h.get_job("j").unwrap().unwrap().status, JobStatus::Failed);
     }
 
-    #[test]
-    fn reindex_rebuilds_rows_from_the_job_files() {
+    /// A created directory for `job-1` of WP-1-Test-v1 and its Flight Recorder.
+    fn recorded_job() -> (tempfile::TempDir, StateDir, JobDir, FlightRecorder) {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::new(dir.path());
         let job = state.job("job-1").unwrap();
         job.create().unwrap();
-        let mut doc = serde_json::to_value(row("job-1", "WP-1-Test-v1", JobStatus::Running)).unwrap();
-        doc["status_reason"] = json!("");
-        std::fs::write(job.job_json(), doc.to_string()).unwrap();
         let mut c = crate::recorder::tests::correlation();
         c.wp_id = "WP-1-Test-v1".into();
         let fr = FlightRecorder::create(&job.events(), c).unwrap();
+        (dir, state, job, fr)
+    }
+
+    #[test]
+    fn reindex_rebuilds_rows_from_the_job_files() {
+        let (_dir, state, job, fr) = recorded_job();
+        let mut doc = serde_json::to_value(row("job-1", "WP-1-Test-v1", JobStatus::Running)).unwrap();
+        doc["status_reason"] = json!("");
+        std::fs::write(job.job_json(), doc.to_string()).unwrap();
         fr.emit(crate::recorder::tests::started("MT-001", 1)).unwrap();
         fr.emit(crate::recorder::tests::started("MT-002", 1)).unwrap();
         fr.emit(crate::recorder::Event::new(
@@ -580,13 +586,7 @@ mod tests {
 
     #[test]
     fn catch_up_indexes_only_the_events_after_the_last_indexed_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = StateDir::new(dir.path());
-        let job = state.job("job-1").unwrap();
-        job.create().unwrap();
-        let mut c = crate::recorder::tests::correlation();
-        c.wp_id = "WP-1-Test-v1".into();
-        let fr = FlightRecorder::create(&job.events(), c).unwrap();
+        let (_dir, state, job, fr) = recorded_job();
         let h = JobHistory::open(&state.history_db()).unwrap();
         assert_eq!(h.catch_up("job-1", &job.events()).unwrap(), 0, "an empty log has nothing to index");
         let first = fr.emit_stored(crate::recorder::tests::started("MT-001", 1)).unwrap();
