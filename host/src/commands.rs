@@ -13,7 +13,7 @@ use anyhow::{Context, anyhow};
 use mtx_executor::{ExecError, ExecutorSetup, JobOutcome, RunObserver};
 use mtx_plugin::{HostOptions, NullRecorder, PluginHost, PluginSpec};
 use mtx_store::history::JobFilter;
-use mtx_store::{EventEnvelope, JobHistory, StateDir};
+use mtx_store::{EventEnvelope, JobDir, JobHistory, StateDir};
 use mtx_types::JobStatus;
 use serde_json::{Value, json};
 
@@ -575,6 +575,45 @@ pub fn consent(
 
 // ----------------------------------------------------------------- read commands
 
+/// `mtx jobs --reindex`: rebuilds every job's rows from its directory (job.json, the
+/// progress artifact, events.jsonl). A job that cannot be read is reported and skipped;
+/// its old rows stay.
+fn reindex_history(state_dir: &Path) -> Result<JobHistory, CliError> {
+    let state = StateDir::new(state_dir);
+    let jobs_dir = state.jobs_dir();
+    let entries = std::fs::read_dir(&jobs_dir).map_err(|e| {
+        CliError::usage(
+            anyhow!("no mtx jobs at {}: {e}", jobs_dir.display()),
+            Some("pass --state-dir (or set MTX_STATE_DIR) to where jobs ran".to_owned()),
+        )
+    })?;
+    let history = JobHistory::open(&state.history_db()).map_err(|e| CliError::from(anyhow::Error::new(e)))?;
+    let mut dirs: Vec<(String, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
+        .collect();
+    dirs.sort();
+    let (mut jobs, mut events, mut skipped) = (0, 0, 0);
+    for (job_id, path) in dirs {
+        match history.reindex(&JobDir::at(&path, &job_id)) {
+            Ok(n) => {
+                jobs += 1;
+                events += n;
+            }
+            Err(e) => {
+                skipped += 1;
+                eprintln!("mtx: job {job_id} not reindexed: {e}");
+            }
+        }
+    }
+    eprintln!(
+        "reindexed {jobs} jobs ({events} events){}",
+        if skipped > 0 { format!(", {skipped} skipped") } else { String::new() }
+    );
+    Ok(history)
+}
+
 fn open_history(state_dir: &Path) -> Result<JobHistory, CliError> {
     let db = StateDir::new(state_dir).history_db();
     if !db.exists() {
@@ -600,9 +639,9 @@ fn load_job_json(state_dir: &Path, job_id: &str) -> Result<Value, CliError> {
         .map_err(CliError::from)
 }
 
-pub fn jobs(state_dir: Option<&Path>, status: Option<&str>, out: Output) -> CliResult {
+pub fn jobs(state_dir: Option<&Path>, status: Option<&str>, reindex: bool, out: Output) -> CliResult {
     let state_dir = resolve_state_dir(state_dir);
-    let history = open_history(&state_dir)?;
+    let history = if reindex { reindex_history(&state_dir)? } else { open_history(&state_dir)? };
     let status = match status {
         Some(s) => Some(
             serde_json::from_value::<JobStatus>(Value::String(s.to_owned()))

@@ -127,6 +127,10 @@ the source is never changed. Without --config, `mtx.toml` next to the packet is 
         /// Only jobs with this status (e.g. completed, awaiting_user, failed).
         #[arg(long)]
         status: Option<String>,
+        /// First rebuild the Job History (history.sqlite) from every job directory: after
+        /// the database was lost, or when events are missing from its index.
+        #[arg(long)]
+        reindex: bool,
         #[arg(long)]
         json: bool,
     },
@@ -301,8 +305,8 @@ fn main() {
             &user,
             Output::detect(json),
         ),
-        Command::Jobs { state_dir, status, json } => {
-            commands::jobs(state_dir.as_deref(), status.as_deref(), Output::detect(json))
+        Command::Jobs { state_dir, status, reindex, json } => {
+            commands::jobs(state_dir.as_deref(), status.as_deref(), reindex, Output::detect(json))
         }
         Command::Show { job_id, state_dir, json } => {
             commands::show(&job_id, state_dir.as_deref(), Output::detect(json))

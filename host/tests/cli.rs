@@ -80,6 +80,25 @@ fn wordfreq_escalates_succeeds_and_leaves_verifiable_evidence() {
     let rows: Vec<Value> = serde_json::from_slice(&jobs.stdout).unwrap();
     assert_eq!(rows[0]["profile_id"], "micro_task_executor_v1");
     assert_eq!(rows[0]["status"], "completed");
+    // The Job History is an index: lost, it is rebuilt from the job directories.
+    for file in ["history.sqlite", "history.sqlite-wal", "history.sqlite-shm"] {
+        let _ = std::fs::remove_file(state.path().join(file));
+    }
+    let lost = mtx(&["jobs", "--state-dir", state_arg], state.path());
+    assert_eq!(lost.status.code(), Some(2), "{}", text(&lost));
+    let rebuilt = mtx(&["jobs", "--reindex", "--state-dir", state_arg, "--json"], state.path());
+    assert!(rebuilt.status.success(), "{}", text(&rebuilt));
+    assert!(
+        String::from_utf8_lossy(&rebuilt.stderr)
+            .contains(&format!("reindexed 1 jobs ({} events)", events.len())),
+        "{}",
+        text(&rebuilt)
+    );
+    let rows: Vec<Value> = serde_json::from_slice(&rebuilt.stdout).unwrap();
+    assert_eq!(
+        (rows[0]["job_id"].as_str(), rows[0]["status"].as_str()),
+        (Some(job.as_str()), Some("completed"))
+    );
 
     // 5.4: the end-of-job summary, answered by the cassette's JOB-SUMMARY entry.
     let summary_path = state.path().join("jobs").join(&job).join("summaries/job_summary.json");

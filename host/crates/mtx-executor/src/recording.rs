@@ -48,6 +48,9 @@ pub struct JobLog {
 /// barrier cost a tenth of an iteration's host time; one per batch costs a hundredth.
 const INDEX_BATCH: usize = 128;
 
+/// Events a failing index holds for a retry before it gives them up to `mtx jobs --reindex`.
+const INDEX_CARRY_MAX: usize = 64 * INDEX_BATCH;
+
 /// Plugin-call inputs longer than this go to the input pack, not inline in the ledger.
 const INLINE_INPUT_MAX: usize = 1024;
 
@@ -322,10 +325,20 @@ impl Indexer {
         let worker = std::thread::Builder::new()
             .name("mtx-history-index".into())
             .spawn(move || {
+                // A batch that failed (the database busy past its timeout, say) is tried
+                // again with the next one, so a passing failure leaves no hole that
+                // `catch_up`, which only looks past the last indexed event, would miss.
+                let mut carry: Vec<StoredEvent> = Vec::new();
                 for batch in received {
-                    if let Err(e) = own.index_events(&job, &batch) {
-                        // Rebuildable from events.jsonl; the job goes on.
-                        tracing::warn!(job_id = %job, error = %e, "job history index failed");
+                    carry.extend(batch);
+                    match own.index_events(&job, &carry) {
+                        Ok(()) => carry.clear(),
+                        Err(e) if carry.len() > INDEX_CARRY_MAX => {
+                            tracing::warn!(job_id = %job, error = %e, dropped = carry.len(),
+                                "job history index keeps failing; `mtx jobs --reindex` rebuilds it from events.jsonl");
+                            carry.clear();
+                        }
+                        Err(e) => tracing::warn!(job_id = %job, error = %e, "job history index failed; retrying with the next batch"),
                     }
                 }
             })
