@@ -45,7 +45,7 @@ pub struct JobLog {
 }
 
 /// Durable events the Job History index takes in one transaction. One SQLite commit per
-/// barrier cost a tenth of an iteration's host time; one per batch costs a hundredth.
+/// barrier, on the loop's thread, cost about a tenth of an iteration's host time.
 const INDEX_BATCH: usize = 128;
 
 /// Events a failing index holds for a retry before it gives them up to `mtx jobs --reindex`.

@@ -514,6 +514,34 @@ mod tests {
     }
 
     #[test]
+    fn the_returned_record_is_the_one_a_reader_parses_from_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.jsonl");
+        let mut c = ChainFile::create(&path, u64::MAX, "test").unwrap();
+        let body = json!({
+            "kind": "test", "neg": -3, "big": u64::MAX, "float": 2.5, "whole": 2.0,
+            "text": "é \u{1F600} \"quoted\"\n", "nested": {"b": [1, null, true], "a": {}},
+            "seq": 99, "hash": "forged",
+        });
+        let appended = c.append(body.as_object().unwrap().clone()).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let line = &bytes[appended.offset as usize..bytes.len() - 1];
+        let parsed: Map<String, Value> = serde_json::from_slice(line).unwrap();
+        assert_eq!(appended.record, parsed);
+        assert_eq!(
+            appended.record.keys().collect::<Vec<_>>(),
+            parsed.keys().collect::<Vec<_>>(),
+            "same member order"
+        );
+        assert_eq!(parsed["seq"], 1, "the chain's own members win over the body's");
+        // The hash covers the line without its hash member: `,"hash":"<64 hex>"` is 74
+        // bytes before the closing brace.
+        let mut unsealed = line[..line.len() - 75].to_vec();
+        unsealed.push(b'}');
+        assert_eq!(parsed["hash"].as_str(), Some(sha256_hex(&unsealed).as_str()));
+    }
+
+    #[test]
     fn a_batch_is_chained_like_single_appends() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.jsonl");
