@@ -210,10 +210,8 @@ fn c_loop_7_exhausted_chain_gates_then_skip_continue_and_abort() {
 #[test]
 fn c_pause_1_pause_point_then_resume_with_continue() {
     let fx = one_mt("grep -q hello src/a.txt");
-    let policy = ExecutionPolicy { pause_points: vec!["MT-001".into()], ..ExecutionPolicy::default() };
     let cas = cassette(&[("MT-001", 0, 1, &write_and_claim("MT-001", A, "hello\n", 1))]);
-    let s = setup(&fx, cas, policy);
-    let out = run_job(&s, &fx.wp, &NoObserver).unwrap();
+    let (s, out) = run_paused_at_mt_001(&fx, cas);
     assert_eq!(out.status, JobStatus::AwaitingUser);
     assert_eq!(out.status_reason, "paused_user_gate");
     assert_eq!(loop_events(&out.job_dir), ["MT-001", "MT-007"]);
@@ -236,10 +234,8 @@ fn c_pause_1_pause_point_then_resume_with_continue() {
 #[test]
 fn a_resumed_job_names_its_mt_definitions_as_they_are() {
     let fx = one_mt("grep -q hello src/a.txt");
-    let policy = ExecutionPolicy { pause_points: vec!["MT-001".into()], ..ExecutionPolicy::default() };
     let cas = cassette(&[("MT-001", 0, 1, &write_and_claim("MT-001", A, "hello\n", 1))]);
-    let s = setup(&fx, cas, policy);
-    let out = run_job(&s, &fx.wp, &NoObserver).unwrap();
+    let (s, out) = run_paused_at_mt_001(&fx, cas);
     let record_path = out.job_dir.join("job.json");
     let mut record: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&record_path).unwrap()).unwrap();

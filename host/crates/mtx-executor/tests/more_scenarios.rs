@@ -105,10 +105,8 @@ fn c_lock_1_locked_automation_fails_closed_instead_of_pausing() {
 #[test]
 fn c_cancel_1_cancel_request_stops_before_the_next_iteration() {
     let fx = one_mt("grep -q hello src/a.txt");
-    let policy = ExecutionPolicy { pause_points: vec!["MT-001".into()], ..ExecutionPolicy::default() };
     let cas = cassette(&[("MT-001", 0, 1, &write_and_claim("MT-001", A, "hello\n", 1))]);
-    let s = setup(&fx, cas, policy);
-    let out = run_job(&s, &fx.wp, &NoObserver).unwrap();
+    let (s, out) = run_paused_at_mt_001(&fx, cas);
     std::fs::write(out.job_dir.join("cancel_requested"), b"").unwrap();
     mtx_executor::decide_gate(&s.state_dir, &out.job_id, mtx_types::GateChoice::Continue, None, "eve")
         .unwrap();

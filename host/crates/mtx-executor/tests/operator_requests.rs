@@ -7,7 +7,7 @@ mod support;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use mtx_executor::{ExecError, NoObserver, RunObserver, run_job};
+use mtx_executor::{ExecError, RunObserver, run_job};
 use mtx_types::{ExecutionPolicy, JobStatus};
 use support::*;
 
@@ -109,9 +109,7 @@ fn a_cancel_request_stops_the_job_after_the_model_call_and_records_who_asked() {
 #[test]
 fn requests_to_a_job_that_is_not_running_are_refused_with_the_way_forward() {
     let fx = two_mts();
-    let policy = ExecutionPolicy { pause_points: vec!["MT-001".into()], ..ExecutionPolicy::default() };
-    let s = setup(&fx, cassette(&[]), policy);
-    let out = run_job(&s, &fx.wp, &NoObserver).unwrap();
+    let (s, out) = run_paused_at_mt_001(&fx, cassette(&[]));
     assert_eq!(out.status, JobStatus::AwaitingUser);
     let err = mtx_executor::request_skip(&s.state_dir, &out.job_id, None, "olga").unwrap_err();
     assert!(

@@ -51,9 +51,7 @@ fn crashed_before_first_step(
     fx: &Fixture,
     cas: String,
 ) -> (mtx_executor::ExecutorSetup, mtx_executor::JobOutcome) {
-    let policy = ExecutionPolicy { pause_points: vec!["MT-001".into()], ..ExecutionPolicy::default() };
-    let s = setup(fx, cas, policy);
-    let out = run_job(&s, &fx.wp, &NoObserver).unwrap();
+    let (s, out) = run_paused_at_mt_001(fx, cas);
     assert_eq!(out.status, JobStatus::AwaitingUser);
     edit_progress(&out.job_dir, |p| {
         p["status"] = json!("in_progress");
@@ -307,9 +305,7 @@ fn corrupt_progress_artifact_is_rebuilt_from_the_ledger_and_step_outputs() {
 #[test]
 fn broken_ledger_chain_fails_the_job_with_state_corruption() {
     let fx = one_mt("grep -q hello src/a.txt");
-    let policy = ExecutionPolicy { pause_points: vec!["MT-001".into()], ..ExecutionPolicy::default() };
-    let s = setup(&fx, cassette(&[]), policy);
-    let out = run_job(&s, &fx.wp, &NoObserver).unwrap();
+    let (s, out) = run_paused_at_mt_001(&fx, cassette(&[]));
     decide_gate(&s.state_dir, &out.job_id, GateChoice::Continue, None, "gil").unwrap();
     let path = out.job_dir.join("run_ledger.jsonl");
     let text = std::fs::read_to_string(&path).unwrap();

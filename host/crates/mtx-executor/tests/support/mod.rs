@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use mtx_executor::{ExecutorSetup, PluginSet, ToolBusSettings};
+use mtx_executor::{ExecutorSetup, JobOutcome, NoObserver, PluginSet, ToolBusSettings, run_job};
 use mtx_types::ExecutionPolicy;
 use serde_json::{Value, json};
 
@@ -97,6 +97,15 @@ pub fn setup(fx: &Fixture, cassette: String, policy: ExecutionPolicy) -> Executo
         cache_dir: Some(cache_dir()),
         user_id: "tester".into(),
     }
+}
+
+/// Runs `fx` under the default policy with a pause point at MT-001, so the job stops at
+/// the pause point before its first step; returns the setup, to decide and resume with.
+pub fn run_paused_at_mt_001(fx: &Fixture, cassette: String) -> (ExecutorSetup, JobOutcome) {
+    let policy = ExecutionPolicy { pause_points: vec!["MT-001".into()], ..ExecutionPolicy::default() };
+    let s = setup(fx, cassette, policy);
+    let out = run_job(&s, &fx.wp, &NoObserver).unwrap();
+    (s, out)
 }
 
 /// A response writing `content` to `path` and claiming completion with evidence on
