@@ -305,33 +305,37 @@ impl JobHistory {
             )
             .optional()
             .map_err(|e| self.sql(e))?;
-        let bytes = match std::fs::read(events) {
-            Ok(b) => b,
+        use std::io::{Read, Seek, SeekFrom};
+        let (after_seq, from) = last.unwrap_or((0, 0));
+        let mut file = match std::fs::File::open(events) {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
             Err(e) => return Err(StoreError::io(events, e)),
         };
-        let (after_seq, from) = match last {
-            Some((seq, offset)) => (seq, usize::try_from(offset).unwrap_or(usize::MAX)),
-            None => (0, 0),
-        };
-        let Some(tail) = bytes.get(from..) else {
+        let len = file.metadata().map_err(|e| StoreError::io(events, e))?.len();
+        if from > len {
             return Err(StoreError::corrupt(
                 events,
                 format!("the index points past the end of the log ({from})"),
             ));
-        };
+        }
+        // Only the tail from the last indexed record on is read, not the whole log.
+        let mut tail = Vec::new();
+        file.seek(SeekFrom::Start(from))
+            .and_then(|_| file.read_to_end(&mut tail))
+            .map_err(|e| StoreError::io(events, e))?;
         let mut found = Vec::new();
         let mut offset = from;
         for line in tail.split_inclusive(|b| *b == b'\n') {
             let start = offset;
-            offset += line.len();
+            offset += line.len() as u64;
             if line.last() != Some(&b'\n') {
                 break; // a torn last line is not a record
             }
             let envelope: crate::recorder::EventEnvelope = serde_json::from_slice(line)
                 .map_err(|e| StoreError::corrupt(events, format!("byte {start}: {e}")))?;
             if envelope.seq > after_seq {
-                found.push(StoredEvent { offset: start as u64, envelope });
+                found.push(StoredEvent { offset: start, envelope });
             }
         }
         self.index_events(job_id, &found)?;
