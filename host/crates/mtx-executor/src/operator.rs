@@ -14,7 +14,8 @@ use std::path::Path;
 use mtx_store::events::Actor;
 use mtx_store::ledger::{ConsentRecord, GateDecisionRecord};
 use mtx_store::{
-    Correlation, Event, FlightRecorder, JobDir, JobHistory, LedgerRecord, ProgressStore, RunLedger, StateDir,
+    Correlation, Event, FlightRecorder, JobDir, JobHistory, Journal, LedgerRecord, ProgressStore, RunLedger,
+    StateDir,
 };
 use mtx_types::gate::{ActorKind, GateActor};
 use mtx_types::{
@@ -35,15 +36,34 @@ struct Paused {
 }
 
 fn open(state_dir: &Path, job_id: &str) -> Result<Paused, ExecError> {
+    let (state, dir) = find(state_dir, job_id)?;
+    read_paused(state, dir)
+}
+
+/// [`open`] for a decision, which appends to the job's logs: a journal a crashed run left
+/// is replayed first (a paused job's is empty), so the decision reads and continues the
+/// job's files as they are durable.
+fn open_for_decision(state_dir: &Path, job_id: &str) -> Result<Paused, ExecError> {
+    let (state, dir) = find(state_dir, job_id)?;
+    Journal::recover(dir.root(), state.root())?;
+    read_paused(state, dir)
+}
+
+fn find(state_dir: &Path, job_id: &str) -> Result<(StateDir, JobDir), ExecError> {
     let state = StateDir::new(state_dir);
     let dir = state.job(job_id).map_err(|_| ExecError::NotFound(format!("job {job_id}")))?;
     if !dir.root().is_dir() {
         return Err(ExecError::NotFound(format!("job {job_id} in {}", state_dir.display())));
     }
+    Ok((state, dir))
+}
+
+fn read_paused(state: StateDir, dir: JobDir) -> Result<Paused, ExecError> {
     let record = read_record(&dir)?;
     let store = ProgressStore::new(&dir.progress_artifact());
-    let progress: ProgressArtifact =
-        store.load().map_err(|_| ExecError::NotPaused(format!("job {job_id} has no progress artifact")))?;
+    let progress: ProgressArtifact = store
+        .load()
+        .map_err(|_| ExecError::NotPaused(format!("job {} has no progress artifact", dir.job_id())))?;
     Ok(Paused { dir, state, record, store, progress })
 }
 
@@ -153,7 +173,7 @@ pub fn decide_gate(
     note: Option<&str>,
     user_id: &str,
 ) -> Result<GateDecision, ExecError> {
-    let mut p = open(state_dir, job_id)?;
+    let mut p = open_for_decision(state_dir, job_id)?;
     if p.progress.status != ProgressStatus::Paused {
         return Err(ExecError::NotPaused(format!("job {job_id} is {:?}, not paused", p.record.status)));
     }
@@ -226,7 +246,7 @@ pub fn decide_consent(
     note: Option<&str>,
     user_id: &str,
 ) -> Result<ConsentReceipt, ExecError> {
-    let p = open(state_dir, job_id)?;
+    let p = open_for_decision(state_dir, job_id)?;
     let Some(pending) = p.progress.current_state.pending_cloud_escalation.clone() else {
         return Err(ExecError::NotPaused(format!("job {job_id} is not waiting for cloud consent")));
     };

@@ -7,13 +7,13 @@
 //! be skipped silently: an emit failure is returned to the loop, except inside the plugin
 //! and Tool Bus callbacks, which cannot fail a call and log the problem instead.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use mtx_plugin::{GrantUse, PluginCall, PluginLog, PluginRecorder, World};
-use mtx_store::InputPack;
 use mtx_store::ledger::PluginCallRecord;
 use mtx_store::recorder::StoredEvent;
 use mtx_store::{Event, EventEnvelope, FlightRecorder, JobHistory, LedgerRecord, RunLedger, StoreError};
+use mtx_store::{InputPack, Journal};
 use mtx_toolbus::observer::{capability_action_payload, gate_outcome_payload};
 use mtx_toolbus::{GateOutcome, PlannedOperation, ToolBusObserver, ToolCallRecord};
 use serde_json::{Value, json};
@@ -42,6 +42,9 @@ pub struct JobLog {
     indexer: Mutex<Option<Indexer>>,
     /// Large plugin-call inputs, kept out of the ledger (`plugin_inputs.jsonl`).
     inputs: Mutex<InputPack>,
+    /// The job's journal, which the recorder, the ledger and the input pack append through:
+    /// a barrier is then one fdatasync of it (`mtx_store::journal`).
+    journal: Option<Arc<Journal>>,
 }
 
 /// Durable events the Job History index takes in one transaction. One SQLite commit per
@@ -96,15 +99,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl JobLog {
+    /// The log writer of a job; with `journal`, every append goes through it.
     pub fn new(
         job_id: &str,
         recorder: FlightRecorder,
-        ledger: RunLedger,
+        mut ledger: RunLedger,
         history: Option<JobHistory>,
-        inputs: InputPack,
-    ) -> Self {
+        mut inputs: InputPack,
+        journal: Option<Arc<Journal>>,
+    ) -> Result<Self, StoreError> {
         if let Err(e) = recorder.set_group_commit(true) {
             tracing::warn!(job_id, error = %e, "flight recorder: group commit not enabled");
+        }
+        if let Some(journal) = &journal {
+            recorder.attach_journal(Arc::clone(journal))?;
+            ledger.attach_journal(Arc::clone(journal))?;
+            inputs.attach_journal(Arc::clone(journal))?;
         }
         // A process killed between index batches left events out of the index.
         if let Some(h) = &history
@@ -113,7 +123,7 @@ impl JobLog {
             tracing::warn!(job_id, error = %e, "job history: catching up with the log failed");
         }
         let indexer = history.as_ref().and_then(|h| Indexer::start(job_id, h));
-        JobLog {
+        Ok(JobLog {
             job_id: job_id.to_owned(),
             recorder,
             ledger: Mutex::new(ledger),
@@ -124,7 +134,8 @@ impl JobLog {
             unindexed: Mutex::new(Vec::new()),
             indexer: Mutex::new(indexer),
             inputs: Mutex::new(inputs),
-        }
+            journal,
+        })
     }
 
     /// Arms crash replay (MTX-SPEC 8.5): `recorded` are the events a crashed process wrote
@@ -178,15 +189,30 @@ impl JobLog {
     /// time on a thread of its own, and the rest when the job's log closes. It is derived
     /// (rebuildable from `events.jsonl`, which `mtx events` and the console read), so while
     /// a job runs it may lag the log by a batch or two.
+    ///
+    /// With a journal, the three syncs are one fdatasync of the journal, and a journal
+    /// grown past its limit is checkpointed here, between two operations.
     pub fn sync(&self) -> Result<(), StoreError> {
-        self.sync_events()?;
-        self.ledger().sync()
+        self.sync_logs()?;
+        self.ledger().sync()?;
+        if let Some(journal) = &self.journal {
+            journal.checkpoint_if_large()?;
+        }
+        Ok(())
     }
 
     /// [`JobLog::sync`] but for the ledger, for a barrier followed at once by a synced
     /// ledger append (a step `in_progress`): that append's fdatasync makes the deferred
     /// ledger records before it durable too, so syncing them first would cost a second one.
+    /// With a journal it makes every earlier frame durable, so there is nothing to do here.
     pub fn sync_events(&self) -> Result<(), StoreError> {
+        if self.journal.is_none() {
+            self.sync_logs()?;
+        }
+        Ok(())
+    }
+
+    fn sync_logs(&self) -> Result<(), StoreError> {
         self.recorder.sync()?;
         // The inputs before the ledger records that name them.
         lock(&self.inputs).sync()?;
@@ -296,6 +322,19 @@ impl Drop for JobLog {
     /// A job that stops between barriers (an error path) still leaves its events indexed,
     /// and the index holds every event once the log is gone.
     fn drop(&mut self) {
+        if let Some(journal) = &self.journal {
+            // Every file of the job durable and the journal empty: the job's files are the
+            // truth again for whoever writes next (an operator's decision).
+            let closed = self
+                .recorder
+                .detach_journal()
+                .and_then(|()| lock(&self.inputs).detach_journal())
+                .and_then(|()| self.ledger().detach_journal())
+                .and_then(|()| journal.checkpoint());
+            if let Err(e) = closed {
+                tracing::error!(job_id = %self.job_id, error = %e, "journal: final checkpoint failed; the next open replays it");
+            }
+        }
         self.flush_index();
         if let Some(indexer) = lock(&self.indexer).take() {
             indexer.finish();

@@ -19,7 +19,6 @@ use mtx_loop::{
 };
 use mtx_plugin::bindings::types as wit;
 use mtx_plugin::{CallContext, HostOptions, LoadedPlugin, PluginError, PluginHost, ReportedError};
-use mtx_store::InputPack;
 use mtx_store::fsutil::{Content, WriteGroup};
 use mtx_store::history::StatusUpdate;
 use mtx_store::ledger::{LedgerHeader, ResumeRecord};
@@ -27,6 +26,7 @@ use mtx_store::{
     ArtifactMeta, ArtifactStore, Correlation, Event, FlightRecorder, JobDir, JobHistory, LedgerRecord,
     ProgressStore, RunLedger, StateDir, StepOutput, recovery,
 };
+use mtx_store::{InputPack, Journal};
 use mtx_toolbus::plugin::{PluginCallContext, PluginToolBus};
 use mtx_toolbus::{CapabilityProfile, PlannedOperation, ToolBus, ToolBusConfig, ToolBusError};
 use mtx_types::{
@@ -167,6 +167,11 @@ fn validate_setup(setup: &ExecutorSetup) -> Result<(), ExecError> {
 fn startup_scan(state: &StateDir) -> Result<(), ExecError> {
     for found in recovery::scan(state.root())? {
         let dir = found.job_dir;
+        match Journal::recover(dir.root(), state.root()) {
+            // Another process runs it: not a crashed job.
+            Err(mtx_store::StoreError::Busy { .. }) => continue,
+            replayed => replayed?,
+        };
         let Ok(mut record) = read_record(&dir) else { continue };
         if record.status == JobStatus::Stalled || record.status.is_terminal() {
             continue;
@@ -229,6 +234,8 @@ pub fn run_job(
     let job_id = uuid::Uuid::now_v7().to_string();
     let dir = state.job(&job_id)?;
     dir.create()?;
+    let (journal, _) = Journal::open(&dir.journal_path(), state.root())?;
+    let dir = dir.with_journal(Arc::new(journal));
     // The parsed packet is kept with the job: a crash during planning re-plans from it.
     dir.write_file(WORK_PACKET_FILE, &serde_json::to_vec_pretty(&wp).map_err(internal)?)?;
     let trace_id = uuid::Uuid::now_v7().to_string();
@@ -257,7 +264,8 @@ pub fn run_job(
             None
         }
     };
-    let log = Arc::new(JobLog::new(&job_id, recorder, ledger, history, InputPack::open(dir.root())?));
+    let inputs = InputPack::open(dir.root())?;
+    let log = Arc::new(JobLog::new(&job_id, recorder, ledger, history, inputs, dir.shared_journal())?);
     let policy = setup.policy.clone();
     let placeholder = ArtifactHandle {
         artifact_id: uuid::Uuid::now_v7().to_string(),
@@ -482,6 +490,12 @@ pub fn resume_job(
     if !dir.root().is_dir() {
         return Err(ExecError::NotFound(format!("job {job_id} in {}", state.root().display())));
     }
+    // Before anything is read: a crash may have left files only the journal holds.
+    let (journal, replayed) = Journal::open(&dir.journal_path(), state.root())?;
+    if let Some(r) = replayed.filter(mtx_store::JournalReplay::changed_files) {
+        tracing::warn!(job_id, restored = r.files_restored.len(), "journal replayed before the resume");
+    }
+    let dir = dir.with_journal(Arc::new(journal));
     let mut record = read_record(&dir)?;
     let progress_store = ProgressStore::new(&dir.progress_artifact());
     if !progress_store.exists() && !record.status.is_terminal() && dir.root().join(WORK_PACKET_FILE).is_file()
@@ -548,7 +562,8 @@ pub fn resume_job(
     let recorder = FlightRecorder::open(&dir.events(), correlation)?;
     let ledger = RunLedger::open(&dir.run_ledger())?;
     let history = JobHistory::open(&state.history_db()).ok();
-    let log = Arc::new(JobLog::new(job_id, recorder, ledger, history, InputPack::open(dir.root())?));
+    let inputs = InputPack::open(dir.root())?;
+    let log = Arc::new(JobLog::new(job_id, recorder, ledger, history, inputs, dir.shared_journal())?);
     let defs_doc = read_definitions(&dir)?;
     // A crash after the plan was written but before `job.json` took its reference leaves
     // the placeholder there; the reference is derived from the file as it is.
@@ -669,7 +684,8 @@ fn resume_planning(
     let recorder = FlightRecorder::open(&dir.events(), correlation)?;
     let ledger = RunLedger::open(&dir.run_ledger())?;
     let history = JobHistory::open(&state.history_db()).ok();
-    let log = Arc::new(JobLog::new(&record.job_id, recorder, ledger, history, InputPack::open(dir.root())?));
+    let inputs = InputPack::open(dir.root())?;
+    let log = Arc::new(JobLog::new(&record.job_id, recorder, ledger, history, inputs, dir.shared_journal())?);
     record.workflow_run_id = workflow_run_id;
     let policy = record.execution_policy.clone();
     let job = Job {
@@ -784,7 +800,7 @@ impl<'a> Run<'a> {
         }
         let profile = capability_profile(setup);
         let artifacts = match ArtifactStore::open(&job.state.artifacts_dir()) {
-            Ok(a) => a,
+            Ok(a) => a.with_journal(job.dir.shared_journal()),
             Err(e) => return Err((job, e.into())),
         };
         let mut cfg = ToolBusConfig::new(&setup.workspace, profile.clone());
@@ -3249,7 +3265,7 @@ impl<'a> Run<'a> {
         let snapshot_bytes = serde_json::to_vec_pretty(&snapshot).map_err(internal)?;
         let snapshot_ref =
             self.stage_artifact(&mut group, &snapshot_bytes, "context_snapshot", "application/json")?;
-        group.commit()?;
+        group.commit_in(self.job.dir.journal())?;
         self.emit(
             Event::new(
                 "FR-EVT-CTX-001",
@@ -3398,7 +3414,7 @@ impl<'a> Run<'a> {
                         key,
                         &[("response.json", Content::Bytes(&meta)), ("response.txt", Content::SameAs(&blob))],
                     )?;
-                    group.commit()?;
+                    group.commit_in(self.job.dir.journal())?;
                     mtx_store::failpoint("executor.response.stored");
                     return Ok(ModelOutcome {
                         text: Some(resp.text),

@@ -624,6 +624,30 @@ fn kill_after_the_progress_rename() {
     crash_each("progress.rename.after", &[1, 2, 3, 4, 5]);
 }
 
+/// A write group (a prompt and its ContextSnapshot, a response, `output.json`) is durable in
+/// the journal, none of its files written yet: the resume replays the journal first.
+#[test]
+fn kill_between_the_journal_and_the_files_of_a_group() {
+    for nth in [3, 8, 13] {
+        let root = tempfile::tempdir().unwrap();
+        prepare(root.path());
+        let spec = format!("journal.group.synced:{nth}");
+        let ended = run_child(root.path(), "run", None, Some(&spec), &NO_LIMITS);
+        assert!(matches!(ended, Ended::Killed), "failpoint {spec} was not reached: {ended:?}");
+        let journal = job_dir(root.path()).join(mtx_store::JOURNAL_FILE);
+        assert!(std::fs::metadata(&journal).unwrap().len() > 0, "{spec}: the killed run left its journal");
+        let w = witness(root.path());
+        let out = resume_until_done(root.path());
+        assert_eq!(out["status"], "completed", "{spec}: {out}");
+        assert_eq!(
+            std::fs::metadata(&journal).unwrap().len(),
+            0,
+            "{spec}: a finished job's journal is empty"
+        );
+        assert_same_as_uninterrupted(root.path(), &[w]);
+    }
+}
+
 #[test]
 fn kill_between_stored_response_and_ledger() {
     crash_each("executor.response.stored", &[1, 3]);
@@ -778,6 +802,7 @@ fn every_store_failpoint_is_covered() {
         "events.append.after",
         "progress.rename.before",
         "progress.rename.after",
+        "journal.group.synced",
     ];
     assert_eq!(mtx_store::failpoint::FAILPOINTS, covered);
 }

@@ -7,12 +7,14 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use mtx_types::{ArtifactHandle, now_rfc3339, sha256_hex};
 use serde::{Deserialize, Serialize};
 
 pub use crate::error::StoreError;
 use crate::fsutil::{Content, WriteGroup};
+use crate::journal::Journal;
 
 /// Sidecar metadata of an artifact (MTX-SPEC 10.7 item 3).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -51,16 +53,24 @@ pub struct ArtifactMeta {
 #[derive(Debug, Clone)]
 pub struct ArtifactStore {
     root: PathBuf,
+    /// The running job's journal: `put` goes through it (`crate::journal`).
+    journal: Option<Arc<Journal>>,
 }
 
 impl ArtifactStore {
     pub fn open(root: &Path) -> Result<Self, StoreError> {
         fs::create_dir_all(root.join("sha256")).map_err(|e| StoreError::io(root, e))?;
-        Ok(Self { root: root.to_owned() })
+        Ok(Self { root: root.to_owned(), journal: None })
     }
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// This store with `put` going through `journal`.
+    pub fn with_journal(mut self, journal: Option<Arc<Journal>>) -> Self {
+        self.journal = journal;
+        self
     }
 
     fn rel_path(hash: &str) -> String {
@@ -71,7 +81,7 @@ impl ArtifactStore {
     pub fn put(&self, bytes: &[u8], meta: ArtifactMeta) -> Result<ArtifactHandle, StoreError> {
         let mut group = WriteGroup::default();
         let handle = self.stage(&mut group, bytes, meta)?;
-        group.commit()?;
+        group.commit_in(self.journal.as_deref())?;
         Ok(handle)
     }
 

@@ -20,6 +20,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use mtx_types::sha256_hex;
 use serde_json::{Map, Value};
@@ -27,6 +28,7 @@ use serde_json::{Map, Value};
 use crate::error::StoreError;
 use crate::failpoint::{failpoint, failpoint_with};
 use crate::fsutil::sync_dir;
+use crate::journal::Journal;
 
 /// `prev_hash` of the first line.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -227,7 +229,7 @@ fn seal(seq: u64, prev_hash: &str, body: Map<String, Value>) -> (Vec<u8>, Map<St
 /// `flock` with it. A short wait tells that apart from a second writer that really runs.
 const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
-fn lock_exclusive(file: &File, path: &Path) -> Result<(), StoreError> {
+pub(crate) fn lock_exclusive(file: &File, path: &Path) -> Result<(), StoreError> {
     use std::os::fd::AsRawFd;
     let deadline = std::time::Instant::now() + LOCK_PATIENCE;
     loop {
@@ -259,6 +261,9 @@ pub struct ChainFile {
     failpoint_prefix: &'static str,
     /// Bytes written by `append_all_deferred` and not yet synced.
     dirty: bool,
+    /// The job's journal, once attached: appends go to it first and it is what a sync
+    /// makes durable.
+    journal: Option<Arc<Journal>>,
 }
 
 /// Where an appended line landed.
@@ -294,6 +299,7 @@ impl ChainFile {
             cap,
             failpoint_prefix,
             dirty: false,
+            journal: None,
         })
     }
 
@@ -331,6 +337,7 @@ impl ChainFile {
             cap,
             failpoint_prefix,
             dirty: false,
+            journal: None,
         };
         Ok((chain, OpenedChain { bytes, lines: scan.lines, torn: scan.torn }))
     }
@@ -341,6 +348,25 @@ impl ChainFile {
 
     pub fn len(&self) -> u64 {
         self.len
+    }
+
+    /// Makes everything written so far durable and writes without the journal from here on
+    /// (its next checkpoint leaves this file out).
+    pub fn detach_journal(&mut self) -> Result<(), StoreError> {
+        self.sync()?;
+        if let Some(journal) = self.journal.take() {
+            journal.detach_chain(&self.path)?;
+        }
+        Ok(())
+    }
+
+    /// Sends every later append through `journal` (see the journal's module documentation).
+    /// Call it with everything written so far durable (right after `create` or `open`).
+    pub fn attach_journal(&mut self, journal: Arc<Journal>) -> Result<(), StoreError> {
+        self.sync()?;
+        journal.attach_chain(&self.path, self.len)?;
+        self.journal = Some(journal);
+        Ok(())
     }
 
     pub fn next_seq(&self) -> u64 {
@@ -373,7 +399,10 @@ impl ChainFile {
     /// pending).
     pub fn sync(&mut self) -> Result<(), StoreError> {
         if self.dirty {
-            self.file.sync_data().map_err(|e| StoreError::io(&self.path, e))?;
+            match &self.journal {
+                Some(journal) => journal.sync()?,
+                None => self.file.sync_data().map_err(|e| StoreError::io(&self.path, e))?,
+            }
             self.dirty = false;
         }
         Ok(())
@@ -405,17 +434,26 @@ impl ChainFile {
         }
         let prefix = self.failpoint_prefix;
         failpoint(&format!("{prefix}.append.before"));
-        failpoint_with(&format!("{prefix}.append.torn"), || {
-            let _ = self.file.write_all(&buffer[..buffer.len() / 2]);
-            let _ = self.file.sync_data();
-        });
-        let written =
-            self.file.write_all(&buffer).and_then(|()| if sync { self.file.sync_data() } else { Ok(()) });
-        if let Err(e) = written {
-            // A partial write would leave a torn line that the next open cuts off; cut it
-            // now so this handle stays consistent with the file.
-            let _ = self.file.set_len(self.len);
-            return Err(StoreError::io(&self.path, e));
+        let torn = format!("{prefix}.append.torn");
+        if let Some(journal) = &self.journal {
+            // The journal first: recovery can then always complete the file.
+            journal.append_chain(&self.path, &mut self.file, self.len, &buffer, Some(&torn))?;
+            if sync {
+                journal.sync()?;
+            }
+        } else {
+            failpoint_with(&torn, || {
+                let _ = self.file.write_all(&buffer[..buffer.len() / 2]);
+                let _ = self.file.sync_data();
+            });
+            let written =
+                self.file.write_all(&buffer).and_then(|()| if sync { self.file.sync_data() } else { Ok(()) });
+            if let Err(e) = written {
+                // A partial write would leave a torn line that the next open cuts off; cut
+                // it now so this handle stays consistent with the file.
+                let _ = self.file.set_len(self.len);
+                return Err(StoreError::io(&self.path, e));
+            }
         }
         failpoint(&format!("{prefix}.append.after"));
         self.last_hash = last_hash;

@@ -18,13 +18,14 @@
 //! | name | where |
 //! |---|---|
 //! | `ledger.append.before` | run ledger, before the record is written |
-//! | `ledger.append.torn` | run ledger, after half of the record is written and synced (leaves a torn line) |
+//! | `ledger.append.torn` | run ledger, after half of the record is written and synced (leaves a torn line; with a journal, a torn journal frame) |
 //! | `ledger.append.after` | run ledger, after the record is written and fsynced |
 //! | `events.append.before` | Flight Recorder, before the event is written |
-//! | `events.append.torn` | Flight Recorder, after half of the event is written and synced |
+//! | `events.append.torn` | Flight Recorder, after half of the event is written and synced (with a journal, half of its frame) |
 //! | `events.append.after` | Flight Recorder, after the event is written and fsynced |
 //! | `progress.rename.before` | progress artifact, temp file synced, before the rename |
 //! | `progress.rename.after` | progress artifact, after the rename and the directory fsync |
+//! | `journal.group.synced` | job journal, a write group's frames synced, before any of its files is written |
 //! | `executor.response.stored` | executor, model response stored in the step directory, before the ledger records the step |
 //! | `executor.edits.applying` | executor, after the `write_files` operation returned, before its outcome is used |
 //! | `executor.validation.running` | executor, after each validator plugin returned, before the validation result is recorded |
@@ -45,6 +46,7 @@ pub const FAILPOINTS: &[&str] = &[
     "events.append.after",
     "progress.rename.before",
     "progress.rename.after",
+    "journal.group.synced",
 ];
 
 struct Armed {

@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::StoreError;
+use crate::journal::{FrameContent, Journal};
 
 /// Replaces `path` with `bytes` atomically: write a temp file in the same directory,
 /// fsync it, rename it over `path`, fsync the directory (a [`WriteGroup`] of one file). A
@@ -111,6 +112,43 @@ impl WriteGroup {
         })
     }
 
+    /// Writes the group through `journal` when there is one: the files are journaled and
+    /// the journal synced, then each file is written under its name, atomically but
+    /// unsynced (the journal holds it until its next checkpoint). Without a journal, the
+    /// same as [`WriteGroup::commit`].
+    pub fn commit_in(self, journal: Option<&Journal>) -> Result<(), StoreError> {
+        let Some(journal) = journal else { return self.commit() };
+        if self.entries.is_empty() {
+            return Ok(());
+        }
+        let frames: Vec<(PathBuf, FrameContent<'_>)> = self
+            .entries
+            .iter()
+            .map(|e| {
+                let content = match &e.content {
+                    OwnedContent::Bytes(b) => FrameContent::Bytes(b),
+                    OwnedContent::SameAs(source) => FrameContent::SameAs(source),
+                };
+                (e.path(), content)
+            })
+            .collect();
+        journal.log_group(&frames, || {
+            let mut made: Vec<&Path> = Vec::new();
+            for e in &self.entries {
+                if !made.contains(&e.dir.as_path()) {
+                    fs::create_dir_all(&e.dir).map_err(|err| StoreError::io(&e.dir, err))?;
+                    made.push(&e.dir);
+                }
+                // In order, so the source of a link this group writes is already in place.
+                match &e.content {
+                    OwnedContent::Bytes(bytes) => write_unsynced(&e.path(), bytes)?,
+                    OwnedContent::SameAs(source) => link_unsynced(source, &e.path())?,
+                }
+            }
+            Ok(())
+        })
+    }
+
     /// Writes the group (see the type's documentation); none of it is visible before. An
     /// error names the file or directory it happened on, and leaves no temp file behind.
     pub fn commit(self) -> Result<(), StoreError> {
@@ -173,6 +211,36 @@ impl WriteGroup {
         }
         result
     }
+}
+
+/// Replaces `path` with `bytes` through a temp file and a rename, without syncing: readers
+/// see the old or the new file, never a torn one, but only a journal makes it durable.
+pub(crate) fn write_unsynced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let (dir, name) = (parent_dir(path), path.file_name().unwrap_or_default());
+    let tmp = temp_path(dir, name);
+    let written = write_new(&tmp, bytes).and_then(|_| fs::rename(&tmp, path));
+    if let Err(err) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(StoreError::io(path, err));
+    }
+    Ok(())
+}
+
+/// [`write_unsynced`] with the bytes of `source`: a hard link where one can be made, a copy
+/// elsewhere.
+fn link_unsynced(source: &Path, path: &Path) -> Result<(), StoreError> {
+    let (dir, name) = (parent_dir(path), path.file_name().unwrap_or_default());
+    let tmp = temp_path(dir, name);
+    if fs::hard_link(source, &tmp).is_err() {
+        let bytes = fs::read(source).map_err(|err| StoreError::io(source, err))?;
+        return write_unsynced(path, &bytes);
+    }
+    let renamed = fs::rename(&tmp, path);
+    // Renaming a link onto a name of the same file is a no-op that keeps both.
+    if renamed.is_err() || fs::symlink_metadata(&tmp).is_ok() {
+        let _ = fs::remove_file(&tmp);
+    }
+    renamed.map_err(|err| StoreError::io(path, err))
 }
 
 fn write_new(path: &Path, bytes: &[u8]) -> io::Result<File> {

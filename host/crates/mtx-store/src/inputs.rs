@@ -14,10 +14,12 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
+use crate::journal::Journal;
 
 /// File name of the pack in the job directory.
 pub const INPUT_PACK_FILE: &str = "plugin_inputs.jsonl";
@@ -37,6 +39,7 @@ pub struct InputPack {
     file: File,
     len: u64,
     dirty: bool,
+    journal: Option<Arc<Journal>>,
 }
 
 impl InputPack {
@@ -50,7 +53,7 @@ impl InputPack {
             .open(&path)
             .map_err(|e| StoreError::io(&path, e))?;
         let len = file.metadata().map_err(|e| StoreError::io(&path, e))?.len();
-        Ok(InputPack { path, file, len, dirty: false })
+        Ok(InputPack { path, file, len, dirty: false, journal: None })
     }
 
     /// Appends one canonical JSON input (which holds no raw newline) and returns where it is.
@@ -58,17 +61,40 @@ impl InputPack {
         let mut line = Vec::with_capacity(input.len() + 1);
         line.extend_from_slice(input.as_bytes());
         line.push(b'\n');
-        self.file.write_all(&line).map_err(|e| StoreError::io(&self.path, e))?;
+        match &self.journal {
+            Some(journal) => journal.append_chain(&self.path, &mut self.file, self.len, &line, None)?,
+            None => self.file.write_all(&line).map_err(|e| StoreError::io(&self.path, e))?,
+        }
         let at = InputRef { file: INPUT_PACK_FILE.into(), offset: self.len, bytes: input.len() as u64 };
         self.len += line.len() as u64;
         self.dirty = true;
         Ok(at)
     }
 
+    /// Sends every later append through the job's journal (`crate::journal`).
+    pub fn attach_journal(&mut self, journal: Arc<Journal>) -> Result<(), StoreError> {
+        self.sync()?;
+        journal.attach_chain(&self.path, self.len)?;
+        self.journal = Some(journal);
+        Ok(())
+    }
+
+    /// Makes every input so far durable and writes without the journal from here on.
+    pub fn detach_journal(&mut self) -> Result<(), StoreError> {
+        self.sync()?;
+        if let Some(journal) = self.journal.take() {
+            journal.detach_chain(&self.path)?;
+        }
+        Ok(())
+    }
+
     /// Makes every input appended so far durable (none to do when nothing is pending).
     pub fn sync(&mut self) -> Result<(), StoreError> {
         if self.dirty {
-            self.file.sync_data().map_err(|e| StoreError::io(&self.path, e))?;
+            match &self.journal {
+                Some(journal) => journal.sync()?,
+                None => self.file.sync_data().map_err(|e| StoreError::io(&self.path, e))?,
+            }
             self.dirty = false;
         }
         Ok(())

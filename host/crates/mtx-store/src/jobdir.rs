@@ -18,12 +18,14 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use mtx_types::{ArtifactHandle, IterationRecord, PromptEnvelopeHashes, sha256_hex};
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
-use crate::fsutil::{Content, WriteGroup, atomic_write};
+use crate::fsutil::{Content, WriteGroup};
+use crate::journal::Journal;
 
 /// Sub-directories created for every job.
 pub const JOB_SUBDIRS: &[&str] = &[
@@ -88,7 +90,7 @@ impl StateDir {
     /// The directory of one job; the id is checked to be a plain name.
     pub fn job(&self, job_id: &str) -> Result<JobDir, StoreError> {
         check_name("job_id", job_id)?;
-        Ok(JobDir { root: self.jobs_dir().join(job_id), job_id: job_id.to_owned() })
+        Ok(JobDir { root: self.jobs_dir().join(job_id), job_id: job_id.to_owned(), journal: None })
     }
 }
 
@@ -112,11 +114,21 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), StoreError> {
 }
 
 /// `jobs/<job_id>/` of one job.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct JobDir {
     root: PathBuf,
     job_id: String,
+    /// The running job's journal: its writes go through it (`crate::journal`).
+    journal: Option<Arc<Journal>>,
 }
+
+impl PartialEq for JobDir {
+    fn eq(&self, other: &Self) -> bool {
+        self.root == other.root && self.job_id == other.job_id
+    }
+}
+
+impl Eq for JobDir {}
 
 /// The "step finished" record, `step_outputs/<idempotency_key>/output.json` (8.1).
 ///
@@ -183,7 +195,7 @@ fn check_name(what: &str, name: &str) -> Result<(), StoreError> {
 impl JobDir {
     /// A job directory at an explicit path (tests, `reindex` of a copied job).
     pub fn at(root: &Path, job_id: &str) -> Self {
-        JobDir { root: root.to_owned(), job_id: job_id.to_owned() }
+        JobDir { root: root.to_owned(), job_id: job_id.to_owned(), journal: None }
     }
 
     pub fn root(&self) -> &Path {
@@ -192,6 +204,38 @@ impl JobDir {
 
     pub fn job_id(&self) -> &str {
         &self.job_id
+    }
+
+    /// This directory with its writes going through `journal`.
+    pub fn with_journal(mut self, journal: Arc<Journal>) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// The journal the writes go through, if any.
+    pub fn journal(&self) -> Option<&Journal> {
+        self.journal.as_deref()
+    }
+
+    /// [`JobDir::journal`], shared.
+    pub fn shared_journal(&self) -> Option<Arc<Journal>> {
+        self.journal.clone()
+    }
+
+    /// `journal.wal`.
+    pub fn journal_path(&self) -> PathBuf {
+        self.root.join(crate::journal::JOURNAL_FILE)
+    }
+
+    /// Writes `bytes` at `path` atomically: through the journal when there is one.
+    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+        let Some(name) = path.file_name() else {
+            return Err(StoreError::invalid("file path", format!("{} names no file", path.display())));
+        };
+        let dir = path.parent().unwrap_or(&self.root);
+        let mut group = WriteGroup::default();
+        group.add(dir, name, &Content::Bytes(bytes));
+        group.commit_in(self.journal())
     }
 
     /// Creates the job directory and its sub-directories (idempotent).
@@ -243,7 +287,7 @@ impl JobDir {
     ) -> Result<ArtifactHandle, StoreError> {
         check_name("step file name", name)?;
         let path = self.step_dir(idempotency_key)?.join(name);
-        atomic_write(&path, bytes)?;
+        self.write_atomic(&path, bytes)?;
         Ok(file_handle(
             uuid::Uuid::now_v7().to_string(),
             format!("step_outputs/{idempotency_key}/{name}"),
@@ -262,7 +306,11 @@ impl JobDir {
             check_name("step file name", name)?;
         }
         let dir = self.step_dir(idempotency_key)?;
-        crate::fsutil::atomic_write_all(&dir, files)?;
+        let mut group = WriteGroup::default();
+        for (name, bytes) in files {
+            group.add(&dir, name, &Content::Bytes(bytes));
+        }
+        group.commit_in(self.journal())?;
         Ok(files
             .iter()
             .map(|(name, bytes)| {
@@ -284,7 +332,7 @@ impl JobDir {
     ) -> Result<(), StoreError> {
         let mut group = WriteGroup::default();
         self.stage_step_entries(&mut group, idempotency_key, files)?;
-        group.commit()
+        group.commit_in(self.journal())
     }
 
     /// Adds files of one step to `group`, to be written with the group's other files (a
@@ -358,7 +406,7 @@ impl JobDir {
     /// job directory and returns its handle (path relative to the job directory).
     pub fn write_file(&self, rel: &str, bytes: &[u8]) -> Result<ArtifactHandle, StoreError> {
         let path = self.resolve(rel)?;
-        atomic_write(&path, bytes)?;
+        self.write_atomic(&path, bytes)?;
         Ok(file_handle(stable_artifact_id(bytes), rel.to_owned(), bytes))
     }
 
@@ -386,6 +434,11 @@ impl JobDir {
     /// it was not there.
     pub fn discard(&self, rel: &str) -> Result<bool, StoreError> {
         let path = self.resolve(rel)?;
+        if let Some(journal) = self.journal()
+            && path.exists()
+        {
+            journal.log_remove(&path)?;
+        }
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),

@@ -346,6 +346,16 @@ impl RunLedger {
 
     /// Makes every record appended so far durable (one fdatasync, none when nothing is
     /// pending).
+    /// Sends every later record through the job's journal (`crate::journal`).
+    pub fn attach_journal(&mut self, journal: std::sync::Arc<crate::Journal>) -> Result<(), StoreError> {
+        self.chain.attach_journal(journal)
+    }
+
+    /// Makes every record so far durable and writes without the journal from here on.
+    pub fn detach_journal(&mut self) -> Result<(), StoreError> {
+        self.chain.detach_journal()
+    }
+
     pub fn sync(&mut self) -> Result<(), StoreError> {
         self.chain.sync()
     }

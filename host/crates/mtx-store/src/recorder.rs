@@ -219,6 +219,17 @@ impl FlightRecorder {
         Ok(())
     }
 
+    /// Sends every later event through the job's journal (`crate::journal`); a sync then
+    /// makes the journal durable instead of `events.jsonl`.
+    pub fn attach_journal(&self, journal: std::sync::Arc<crate::Journal>) -> Result<(), StoreError> {
+        self.lock().main.attach_journal(journal)
+    }
+
+    /// Makes every event so far durable and writes without the journal from here on.
+    pub fn detach_journal(&self) -> Result<(), StoreError> {
+        self.lock().main.detach_journal()
+    }
+
     /// Makes every event recorded so far durable.
     pub fn sync(&self) -> Result<(), StoreError> {
         self.lock().main.sync()

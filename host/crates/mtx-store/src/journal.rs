@@ -1,0 +1,822 @@
+//! The write-ahead journal of a running job (`jobs/<job_id>/journal.wal`).
+//!
+//! Every durable file of an iteration used to cost its own flush of the disk cache: the
+//! prompt artifact and its sidecar, the ContextSnapshot and its sidecar, the step's
+//! `intent.json`, the response, `output.json`, each with its directory, then the Flight
+//! Recorder, the input pack and the ledger at each barrier: 23 `fsync`/`fdatasync` calls per
+//! iteration, on a disk where each one waits for the device. The journal makes a group of
+//! files and every log append since the last barrier durable with one `fdatasync`:
+//!
+//! - A write group (`WriteGroup::commit_in`) appends one frame per file to the journal,
+//!   syncs the journal, and only then writes the files under their names (temp file and
+//!   rename, unsynced). So a file a group wrote is only ever visible with its frame durable.
+//! - An append to a chain file (events, ledger) or the input pack goes to the journal first
+//!   and to the file at once, unsynced; a barrier syncs the journal alone.
+//! - A checkpoint makes every file written so far durable with one `syncfs` of the state's
+//!   filesystem and empties the journal. An empty (or missing) journal means the files are
+//!   the truth, as they are for a job that was never journaled.
+//!
+//! Recovery (`Journal::open` of a non-empty journal, before anything reads the job's logs
+//! for writing) replays the durable frames: a file that is missing, torn or different is
+//! written again, a chain file gets back the appends it lost and is cut back to what the
+//! journal holds (after a power loss it may hold later bytes the journal never made
+//! durable, which could name files that did not survive); then it checkpoints. A torn last
+//! frame (a crash while it was written) is cut off, as a torn last log line is.
+//!
+//! Every chain file is attached (`Journal::attach_chain`) with its length, synced, before
+//! its first journaled append, and again after each checkpoint, so recovery knows where the
+//! durable part of each file ends even when none of its appends reached the journal.
+//!
+//! Frame layout, little endian: magic `MTXJ`, kind (u8), path length (u16), offset (u64:
+//! the append's offset, or an attached chain's length), data length (u32), the path
+//! (relative to the journal's base, the state directory), the data, and a CRC-32 of
+//! everything from the kind to the end of the data.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use crate::error::StoreError;
+use crate::failpoint::{failpoint, failpoint_with};
+
+/// File name of the journal in a job directory.
+pub const JOURNAL_FILE: &str = "journal.wal";
+
+/// A barrier checkpoints once the journal holds this much.
+pub const CHECKPOINT_BYTES: u64 = 64 << 20;
+
+const MAGIC: [u8; 4] = *b"MTXJ";
+/// magic, kind, path length, offset, data length.
+const HEAD: usize = 4 + 1 + 2 + 8 + 4;
+const CRC: usize = 4;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Kind {
+    /// A chain file and its durable length.
+    Attach = 1,
+    /// Bytes appended to a chain file at an offset.
+    Append = 2,
+    /// A whole file.
+    File = 3,
+    /// A file with the bytes of another (the data is the source's path).
+    Link = 4,
+    /// A file removed.
+    Remove = 5,
+}
+
+impl Kind {
+    fn from_u8(b: u8) -> Option<Kind> {
+        Some(match b {
+            1 => Kind::Attach,
+            2 => Kind::Append,
+            3 => Kind::File,
+            4 => Kind::Link,
+            5 => Kind::Remove,
+            _ => return None,
+        })
+    }
+}
+
+/// What a write group puts in one file, as the journal records it.
+#[derive(Debug, Clone, Copy)]
+pub enum FrameContent<'a> {
+    Bytes(&'a [u8]),
+    /// The bytes of the file at this path (a hard link, or a copy).
+    SameAs(&'a Path),
+}
+
+/// What recovery did to the files of a job (all empty for a clean journal).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JournalReplay {
+    /// Complete frames read.
+    pub frames: u64,
+    /// Bytes of a torn last frame cut off the journal.
+    pub torn_bytes: u64,
+    /// Files (relative to the base) written again because they were missing or differed.
+    pub files_restored: Vec<String>,
+    /// Chain files that got appends back, with the number of bytes written.
+    pub chains_restored: Vec<(String, u64)>,
+    /// Chain files cut back to the journal's durable end, with the bytes cut.
+    pub chains_cut: Vec<(String, u64)>,
+}
+
+impl JournalReplay {
+    /// Whether recovery changed any file of the job.
+    pub fn changed_files(&self) -> bool {
+        !(self.files_restored.is_empty() && self.chains_restored.is_empty() && self.chains_cut.is_empty())
+    }
+}
+
+/// The open journal of one job. Shared by every writer of the job (`Arc`); its lock is a
+/// leaf: nothing is called while it is held.
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    base: PathBuf,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    file: File,
+    len: u64,
+    synced_len: u64,
+    /// Attached chain files (relative path) and their length as journaled.
+    chains: BTreeMap<Vec<u8>, u64>,
+}
+
+impl Journal {
+    /// Opens (or creates) the journal at `path`, whose frames name files relative to `base`.
+    /// A second writer of the same job is refused (`Busy`). A non-empty journal is replayed
+    /// and checkpointed first; the report says what that changed (`None`: nothing to do).
+    pub fn open(path: &Path, base: &Path) -> Result<(Journal, Option<JournalReplay>), StoreError> {
+        let dir = path.parent().unwrap_or_else(|| Path::new("."));
+        let existed = path.exists();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(|e| StoreError::io(path, e))?;
+        crate::chain::lock_exclusive(&file, path)?;
+        if !existed {
+            // Its name must survive a power loss before a frame is trusted to it.
+            crate::fsutil::sync_dir(dir).map_err(|e| StoreError::io(dir, e))?;
+        }
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(|e| StoreError::io(path, e))?;
+        let len = bytes.len() as u64;
+        let journal = Journal {
+            path: path.to_owned(),
+            base: base.to_owned(),
+            inner: Mutex::new(Inner { file, len, synced_len: len, chains: BTreeMap::new() }),
+        };
+        if bytes.is_empty() {
+            return Ok((journal, None));
+        }
+        let replay = journal.replay(&bytes)?;
+        journal.checkpoint()?;
+        Ok((journal, Some(replay)))
+    }
+
+    /// Replays the journal of the job in `job_root` when it has one, then closes it: what a
+    /// writer that does not journal (an operator's decision on a paused job) runs before it
+    /// appends to the job's logs.
+    pub fn recover(job_root: &Path, base: &Path) -> Result<Option<JournalReplay>, StoreError> {
+        let path = job_root.join(JOURNAL_FILE);
+        match fs::metadata(&path) {
+            Ok(m) if m.len() > 0 => Ok(Journal::open(&path, base)?.1),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io(&path, e)),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes the journal holds since its last checkpoint.
+    pub fn len(&self) -> u64 {
+        self.lock().len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn rel<'p>(&self, path: &'p Path) -> Result<&'p [u8], StoreError> {
+        let rel = path.strip_prefix(&self.base).map_err(|_| {
+            StoreError::invalid(
+                "journaled path",
+                format!("{} is outside the state directory {}", path.display(), self.base.display()),
+            )
+        })?;
+        let bytes = rel.as_os_str().as_bytes();
+        if bytes.is_empty() || bytes.len() > u16::MAX as usize {
+            return Err(StoreError::invalid(
+                "journaled path",
+                format!("{} has no usable name", path.display()),
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// Records that the chain file at `path` is `len` bytes long and durable, and syncs the
+    /// journal: from here on, recovery cuts the file back to `len` plus the journaled
+    /// appends.
+    pub fn attach_chain(&self, path: &Path, len: u64) -> Result<(), StoreError> {
+        let rel = self.rel(path)?.to_vec();
+        let mut inner = self.lock();
+        let mut buf = Vec::new();
+        encode(&mut buf, Kind::Attach, &rel, len, b"")?;
+        self.write(&mut inner, &buf)?;
+        inner.chains.insert(rel, len);
+        self.sync_locked(&mut inner)
+    }
+
+    /// Forgets the chain file at `path`: the next checkpoint no longer attaches it, so it may
+    /// be written without the journal once that checkpoint is made.
+    pub fn detach_chain(&self, path: &Path) -> Result<(), StoreError> {
+        let rel = self.rel(path)?;
+        self.lock().chains.remove(rel);
+        Ok(())
+    }
+
+    /// Journals `bytes` appended at `offset` of the chain file at `path` (durable at the
+    /// next sync), then appends them to `file`, the open chain file, under the journal's
+    /// lock. `torn_failpoint` names the crash point that leaves half of this frame written
+    /// (the journal's torn append).
+    pub fn append_chain(
+        &self,
+        path: &Path,
+        file: &mut File,
+        offset: u64,
+        bytes: &[u8],
+        torn_failpoint: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let rel = self.rel(path)?;
+        let mut inner = self.lock();
+        match inner.chains.get(rel) {
+            Some(len) if *len == offset => {}
+            known => {
+                return Err(StoreError::invalid(
+                    "journaled append",
+                    format!("{} appends at {offset}, the journal has it at {known:?}", path.display()),
+                ));
+            }
+        }
+        let mut buf = Vec::with_capacity(HEAD + rel.len() + bytes.len() + CRC);
+        encode(&mut buf, Kind::Append, rel, offset, bytes)?;
+        if let Some(point) = torn_failpoint {
+            failpoint_with(point, || {
+                let _ = inner.file.write_all(&buf[..buf.len() / 2]);
+                let _ = inner.file.sync_data();
+            });
+        }
+        self.write(&mut inner, &buf)?;
+        let rel = rel.to_vec();
+        inner.chains.insert(rel, offset + bytes.len() as u64);
+        if let Err(e) = file.write_all(bytes) {
+            // A partial line would put the file out of step with the journal; cut it. The
+            // frame stays, so recovery completes the append.
+            let _ = file.set_len(offset);
+            return Err(StoreError::io(path, e));
+        }
+        Ok(())
+    }
+
+    /// Journals a write group's files, syncs the journal, then runs `write`, which writes
+    /// the files under their names (under the journal's lock, so that no checkpoint falls
+    /// between the frames and the files).
+    pub fn log_group(
+        &self,
+        files: &[(PathBuf, FrameContent<'_>)],
+        write: impl FnOnce() -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut buf = Vec::new();
+        for (path, content) in files {
+            let rel = self.rel(path)?;
+            match content {
+                FrameContent::Bytes(bytes) => encode(&mut buf, Kind::File, rel, 0, bytes)?,
+                FrameContent::SameAs(source) => {
+                    let source = self.rel(source)?;
+                    encode(&mut buf, Kind::Link, rel, 0, source)?
+                }
+            }
+        }
+        let mut inner = self.lock();
+        self.write(&mut inner, &buf)?;
+        self.sync_locked(&mut inner)?;
+        failpoint("journal.group.synced");
+        write()
+    }
+
+    /// Journals the removal of `path` (durable at the next sync), so that recovery does not
+    /// bring back a file an earlier frame wrote. The caller removes the file.
+    pub fn log_remove(&self, path: &Path) -> Result<(), StoreError> {
+        let rel = self.rel(path)?;
+        let mut buf = Vec::new();
+        encode(&mut buf, Kind::Remove, rel, 0, b"")?;
+        let mut inner = self.lock();
+        self.write(&mut inner, &buf)
+    }
+
+    fn write(&self, inner: &mut Inner, buf: &[u8]) -> Result<(), StoreError> {
+        if let Err(e) = inner.file.write_all(buf) {
+            // A partial frame would hide every later one from recovery.
+            let _ = inner.file.set_len(inner.len);
+            return Err(StoreError::io(&self.path, e));
+        }
+        inner.len += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Makes every frame written so far durable: one `fdatasync`, none when nothing is
+    /// pending.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        self.sync_locked(&mut inner)
+    }
+
+    fn sync_locked(&self, inner: &mut Inner) -> Result<(), StoreError> {
+        if inner.len != inner.synced_len {
+            inner.file.sync_data().map_err(|e| StoreError::io(&self.path, e))?;
+            inner.synced_len = inner.len;
+        }
+        Ok(())
+    }
+
+    /// [`Journal::checkpoint`] once the journal holds [`CHECKPOINT_BYTES`].
+    pub fn checkpoint_if_large(&self) -> Result<(), StoreError> {
+        if self.len() >= CHECKPOINT_BYTES { self.checkpoint() } else { Ok(()) }
+    }
+
+    /// Makes every file of the state's filesystem durable (`syncfs`), then empties the
+    /// journal and attaches the chain files again at their lengths. Call it with every
+    /// journaled file written under its name (between two operations, never inside one).
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if inner.len == 0 {
+            return Ok(());
+        }
+        sync_filesystem(&inner.file).map_err(|e| StoreError::io(&self.path, e))?;
+        inner.file.set_len(0).map_err(|e| StoreError::io(&self.path, e))?;
+        inner.len = 0;
+        inner.synced_len = 0;
+        let mut buf = Vec::new();
+        for (rel, len) in &inner.chains {
+            encode(&mut buf, Kind::Attach, rel, *len, b"")?;
+        }
+        if !buf.is_empty() {
+            self.write(&mut inner, &buf)?;
+        }
+        // Also makes the truncation durable when nothing is attached.
+        inner.file.sync_data().map_err(|e| StoreError::io(&self.path, e))?;
+        inner.synced_len = inner.len;
+        Ok(())
+    }
+
+    fn replay(&self, bytes: &[u8]) -> Result<JournalReplay, StoreError> {
+        let (frames, good) = parse(bytes);
+        let mut report = JournalReplay {
+            frames: frames.len() as u64,
+            torn_bytes: (bytes.len() - good) as u64,
+            ..JournalReplay::default()
+        };
+        if good < bytes.len() {
+            let mut inner = self.lock();
+            inner.file.set_len(good as u64).map_err(|e| StoreError::io(&self.path, e))?;
+            inner.file.sync_data().map_err(|e| StoreError::io(&self.path, e))?;
+            (inner.len, inner.synced_len) = (good as u64, good as u64);
+            tracing::warn!(journal = %self.path.display(), bytes = bytes.len() - good, "torn journal frame cut off");
+        }
+        // The last frame naming each whole file decides it.
+        let mut last: BTreeMap<&[u8], usize> = BTreeMap::new();
+        for (i, f) in frames.iter().enumerate() {
+            if matches!(f.kind, Kind::File | Kind::Link | Kind::Remove) {
+                last.insert(f.path, i);
+            }
+        }
+        let mut chains: BTreeMap<&[u8], ChainPlan<'_>> = BTreeMap::new();
+        for (i, f) in frames.iter().enumerate() {
+            let path = self.base.join(OsStr::from_bytes(f.path));
+            match f.kind {
+                Kind::Attach => {
+                    chains.insert(f.path, ChainPlan { base_len: f.offset, appends: Vec::new() });
+                }
+                Kind::Append => {
+                    let plan = chains
+                        .entry(f.path)
+                        .or_insert_with(|| ChainPlan { base_len: f.offset, appends: Vec::new() });
+                    let end = plan.end();
+                    if f.offset != end {
+                        return Err(StoreError::corrupt(
+                            &self.path,
+                            format!(
+                                "append to {} at {} does not follow the journaled end {end}",
+                                path.display(),
+                                f.offset
+                            ),
+                        ));
+                    }
+                    plan.appends.push((f.offset, f.data));
+                }
+                Kind::File | Kind::Link | Kind::Remove if last.get(f.path) != Some(&i) => {}
+                Kind::File => {
+                    if restore_file(&path, f.data)? {
+                        report.files_restored.push(String::from_utf8_lossy(f.path).into_owned());
+                    }
+                }
+                Kind::Link => {
+                    let source = self.base.join(OsStr::from_bytes(f.data));
+                    let bytes = fs::read(&source).map_err(|e| StoreError::io(&source, e))?;
+                    if restore_file(&path, &bytes)? {
+                        report.files_restored.push(String::from_utf8_lossy(f.path).into_owned());
+                    }
+                }
+                Kind::Remove => match fs::remove_file(&path) {
+                    Ok(()) => report.files_restored.push(String::from_utf8_lossy(f.path).into_owned()),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StoreError::io(&path, e)),
+                },
+            }
+        }
+        for (rel, plan) in chains {
+            let path = self.base.join(OsStr::from_bytes(rel));
+            let (written, cut) = plan.restore(&path)?;
+            let name = String::from_utf8_lossy(rel).into_owned();
+            if written > 0 {
+                report.chains_restored.push((name.clone(), written));
+            }
+            if cut > 0 {
+                report.chains_cut.push((name, cut));
+            }
+        }
+        if report.changed_files() || report.torn_bytes > 0 {
+            tracing::warn!(journal = %self.path.display(), ?report, "journal replayed");
+        }
+        Ok(report)
+    }
+}
+
+struct ChainPlan<'a> {
+    base_len: u64,
+    appends: Vec<(u64, &'a [u8])>,
+}
+
+impl ChainPlan<'_> {
+    fn end(&self) -> u64 {
+        self.appends.last().map_or(self.base_len, |(offset, data)| offset + data.len() as u64)
+    }
+
+    /// Writes back every journaled append the file lacks and cuts what follows the last
+    /// one; returns (bytes written, bytes cut).
+    fn restore(&self, path: &Path) -> Result<(u64, u64), StoreError> {
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path);
+        let mut file = file.map_err(|e| StoreError::io(path, e))?;
+        let mut have = Vec::new();
+        file.read_to_end(&mut have).map_err(|e| StoreError::io(path, e))?;
+        if (have.len() as u64) < self.base_len {
+            return Err(StoreError::corrupt(
+                path,
+                format!(
+                    "{} bytes, shorter than the {} bytes the journal found durable",
+                    have.len(),
+                    self.base_len
+                ),
+            ));
+        }
+        let mut written = 0u64;
+        for (offset, data) in &self.appends {
+            let at = *offset as usize;
+            if have.get(at..at + data.len()) != Some(*data) {
+                file.write_all_at(data, *offset).map_err(|e| StoreError::io(path, e))?;
+                written += data.len() as u64;
+            }
+        }
+        let end = self.end();
+        let cut = (have.len() as u64).saturating_sub(end);
+        if cut > 0 {
+            file.set_len(end).map_err(|e| StoreError::io(path, e))?;
+        }
+        Ok((written, cut))
+    }
+}
+
+/// Writes `bytes` at `path` (temp file and rename, unsynced: the checkpoint after a replay
+/// syncs) unless the file already holds exactly them; `true` when it wrote.
+fn restore_file(path: &Path, bytes: &[u8]) -> Result<bool, StoreError> {
+    match fs::read(path) {
+        Ok(have) if have == bytes => return Ok(false),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(StoreError::io(path, e)),
+    }
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+    crate::fsutil::write_unsynced(path, bytes)?;
+    Ok(true)
+}
+
+struct Frame<'a> {
+    kind: Kind,
+    path: &'a [u8],
+    offset: u64,
+    data: &'a [u8],
+}
+
+fn encode(buf: &mut Vec<u8>, kind: Kind, path: &[u8], offset: u64, data: &[u8]) -> Result<(), StoreError> {
+    let Ok(data_len) = u32::try_from(data.len()) else {
+        return Err(StoreError::invalid("journal frame", format!("{} bytes is over 4 GiB", data.len())));
+    };
+    let start = buf.len();
+    buf.extend_from_slice(&MAGIC);
+    buf.push(kind as u8);
+    buf.extend_from_slice(&(path.len() as u16).to_le_bytes());
+    buf.extend_from_slice(&offset.to_le_bytes());
+    buf.extend_from_slice(&data_len.to_le_bytes());
+    buf.extend_from_slice(path);
+    buf.extend_from_slice(data);
+    let crc = crc32fast::hash(&buf[start + MAGIC.len()..]);
+    buf.extend_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
+/// The complete frames of `bytes` and where they end: parsing stops at the first frame that
+/// is short, has no magic or fails its checksum (a torn tail).
+fn parse(bytes: &[u8]) -> (Vec<Frame<'_>>, usize) {
+    let mut frames = Vec::new();
+    let mut at = 0usize;
+    while bytes.len() - at >= HEAD + CRC {
+        let head = &bytes[at..at + HEAD];
+        if head[..4] != MAGIC {
+            break;
+        }
+        let Some(kind) = Kind::from_u8(head[4]) else { break };
+        let path_len = u16::from_le_bytes([head[5], head[6]]) as usize;
+        let offset = u64::from_le_bytes(head[7..15].try_into().expect("8 bytes"));
+        let data_len = u32::from_le_bytes(head[15..19].try_into().expect("4 bytes")) as usize;
+        let end = at + HEAD + path_len + data_len + CRC;
+        if end > bytes.len() {
+            break;
+        }
+        let body = &bytes[at + MAGIC.len()..end - CRC];
+        let crc = u32::from_le_bytes(bytes[end - CRC..end].try_into().expect("4 bytes"));
+        if crc32fast::hash(body) != crc {
+            break;
+        }
+        let path = &bytes[at + HEAD..at + HEAD + path_len];
+        let data = &bytes[at + HEAD + path_len..end - CRC];
+        frames.push(Frame { kind, path, offset, data });
+        at = end;
+    }
+    (frames, at)
+}
+
+/// Flushes every file of the filesystem that holds `file` to stable storage.
+#[cfg(target_os = "linux")]
+fn sync_filesystem(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: syncfs on a descriptor this function borrows for the call's duration.
+    let rc = unsafe { libc::syncfs(file.as_raw_fd()) };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn sync_filesystem(_file: &File) -> io::Result<()> {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::{Map, Value, json};
+
+    use super::*;
+    use crate::chain::ChainFile;
+    use crate::fsutil::{Content, WriteGroup};
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        base: PathBuf,
+        job: PathBuf,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("state");
+        let job = base.join("jobs/J1");
+        fs::create_dir_all(&job).unwrap();
+        Fixture { base, job, _dir: dir }
+    }
+
+    fn open(f: &Fixture) -> (Arc<Journal>, Option<JournalReplay>) {
+        let (j, replay) = Journal::open(&f.job.join(JOURNAL_FILE), &f.base).unwrap();
+        (Arc::new(j), replay)
+    }
+
+    fn body(n: u64) -> Map<String, Value> {
+        json!({"n": n}).as_object().unwrap().clone()
+    }
+
+    fn commit(j: &Journal, files: &[(&Path, &[u8])]) {
+        let mut group = WriteGroup::default();
+        for (path, bytes) in files {
+            group.add(path.parent().unwrap(), path.file_name().unwrap(), &Content::Bytes(bytes));
+        }
+        group.commit_in(Some(j)).unwrap();
+    }
+
+    #[test]
+    fn a_group_is_journaled_before_its_files_appear_and_a_checkpoint_empties_the_journal() {
+        let f = fixture();
+        let (j, replay) = open(&f);
+        assert!(replay.is_none(), "a new journal has nothing to replay");
+        let a = f.job.join("step_outputs/K/prompt.txt");
+        let blob = f.base.join("artifacts/sha256/ab/abc");
+        commit(&j, &[(&blob, b"blob bytes"), (&a, b"prompt")]);
+        let mut group = WriteGroup::default();
+        group.add(a.parent().unwrap(), "response.txt", &Content::SameAs(&blob));
+        group.commit_in(Some(&j)).unwrap();
+        assert_eq!(fs::read(&a).unwrap(), b"prompt");
+        assert_eq!(fs::read(a.with_file_name("response.txt")).unwrap(), b"blob bytes");
+        let bytes = fs::read(j.path()).unwrap();
+        let (frames, end) = parse(&bytes);
+        assert_eq!(frames.len(), 3);
+        assert_eq!(end as u64, j.len());
+        assert_eq!(frames[2].kind, Kind::Link);
+        assert_eq!(frames[2].data, b"artifacts/sha256/ab/abc");
+        j.checkpoint().unwrap();
+        assert!(j.is_empty());
+        assert_eq!(fs::metadata(j.path()).unwrap().len(), 0);
+        let names: Vec<_> =
+            fs::read_dir(a.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 2, "no temp file is left behind: {names:?}");
+    }
+
+    /// What a power loss can leave: files of a group missing or torn, a chain file that lost
+    /// its last journaled appends and holds bytes the journal never made durable.
+    #[test]
+    fn recovery_restores_lost_files_and_appends_and_cuts_what_the_journal_never_held() {
+        let f = fixture();
+        let events = f.job.join("events.jsonl");
+        let (prompt, output) =
+            (f.job.join("step_outputs/K/prompt.txt"), f.job.join("step_outputs/K/output.json"));
+        {
+            let (j, _) = open(&f);
+            let mut chain = ChainFile::create(&events, u64::MAX, "events").unwrap();
+            chain.append(body(1)).unwrap();
+            chain.attach_journal(Arc::clone(&j)).unwrap();
+            chain.append_deferred(body(2)).unwrap();
+            commit(&j, &[(&prompt, b"prompt v1")]);
+            commit(&j, &[(&prompt, b"prompt v2"), (&output, b"{\"done\":true}")]);
+            chain.append_deferred(body(3)).unwrap();
+            chain.sync().unwrap();
+            // The process dies without a checkpoint (dropping a journal does not make one).
+            drop(chain);
+            drop(j);
+        }
+        let whole = fs::read(&events).unwrap();
+        let first_line = whole.iter().position(|b| *b == b'\n').unwrap() + 1;
+        // Lost: output.json; torn: prompt.txt; the last two events gone, garbage after.
+        fs::remove_file(&output).unwrap();
+        fs::write(&prompt, b"").unwrap();
+        let mut shortened = whole[..first_line].to_vec();
+        shortened.extend_from_slice(b"{\"seq\":9,\"never journaled\"}\n");
+        fs::write(&events, &shortened).unwrap();
+
+        let (j, replay) = open(&f);
+        let replay = replay.expect("a non-empty journal is replayed");
+        assert_eq!(fs::read(&prompt).unwrap(), b"prompt v2", "the last frame of a file decides it");
+        assert_eq!(fs::read(&output).unwrap(), b"{\"done\":true}");
+        assert_eq!(fs::read(&events).unwrap(), whole, "the events come back exactly");
+        assert_eq!(
+            replay.files_restored,
+            vec![
+                "jobs/J1/step_outputs/K/prompt.txt".to_string(),
+                "jobs/J1/step_outputs/K/output.json".into()
+            ]
+        );
+        assert_eq!(
+            replay.chains_restored,
+            vec![("jobs/J1/events.jsonl".to_string(), (whole.len() - first_line) as u64)]
+        );
+        assert!(replay.chains_cut.is_empty(), "{replay:?}");
+        assert!(j.is_empty(), "recovery checkpoints");
+        assert_eq!(fs::metadata(j.path()).unwrap().len(), 0, "and leaves the journal file empty");
+        assert!(ChainFile::open(&events, u64::MAX, "events").is_ok(), "the chain verifies");
+    }
+
+    #[test]
+    fn recovery_cuts_chain_bytes_that_no_durable_frame_holds() {
+        let f = fixture();
+        let ledger = f.job.join("run_ledger.jsonl");
+        {
+            let (j, _) = open(&f);
+            let mut chain = ChainFile::create(&ledger, u64::MAX, "ledger").unwrap();
+            chain.attach_journal(Arc::clone(&j)).unwrap();
+            chain.append(body(1)).unwrap();
+            drop(chain);
+            drop(j);
+        }
+        let durable = fs::read(&ledger).unwrap();
+        let mut longer = durable.clone();
+        longer.extend_from_slice(b"{\"seq\":2,\"written back but never journaled\"}\n");
+        fs::write(&ledger, &longer).unwrap();
+        let (_, replay) = open(&f);
+        assert_eq!(fs::read(&ledger).unwrap(), durable);
+        assert_eq!(
+            replay.unwrap().chains_cut,
+            vec![("jobs/J1/run_ledger.jsonl".to_string(), (longer.len() - durable.len()) as u64)]
+        );
+    }
+
+    #[test]
+    fn a_chain_shorter_than_its_durable_length_is_state_corruption() {
+        let f = fixture();
+        let ledger = f.job.join("run_ledger.jsonl");
+        {
+            let (j, _) = open(&f);
+            let mut chain = ChainFile::create(&ledger, u64::MAX, "ledger").unwrap();
+            chain.append(body(1)).unwrap();
+            chain.append(body(2)).unwrap();
+            chain.attach_journal(Arc::clone(&j)).unwrap();
+            drop(chain);
+            drop(j);
+        }
+        fs::write(&ledger, b"").unwrap();
+        let err = Journal::open(&f.job.join(JOURNAL_FILE), &f.base).unwrap_err();
+        assert!(matches!(err, StoreError::StateCorruption { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_torn_last_frame_is_cut_and_the_frames_before_it_are_replayed() {
+        let f = fixture();
+        let file = f.job.join("job.json");
+        {
+            let (j, _) = open(&f);
+            commit(&j, &[(&file, b"{}")]);
+            drop(j);
+        }
+        let before = fs::metadata(f.job.join(JOURNAL_FILE)).unwrap().len();
+        let mut frame = Vec::new();
+        encode(&mut frame, Kind::File, b"jobs/J1/other.json", 0, b"never whole").unwrap();
+        let mut journal = OpenOptions::new().append(true).open(f.job.join(JOURNAL_FILE)).unwrap();
+        journal.write_all(&frame[..frame.len() - 3]).unwrap();
+        fs::remove_file(&file).unwrap();
+        let (_, replay) = open(&f);
+        let replay = replay.unwrap();
+        assert_eq!((replay.frames, replay.torn_bytes), (1, frame.len() as u64 - 3));
+        assert_eq!(fs::read(&file).unwrap(), b"{}");
+        assert!(!f.job.join("other.json").exists());
+        assert!(before > 0);
+    }
+
+    #[test]
+    fn a_removed_file_is_not_brought_back() {
+        let f = fixture();
+        let file = f.job.join("skip_requested.json");
+        {
+            let (j, _) = open(&f);
+            commit(&j, &[(&file, b"{}")]);
+            j.log_remove(&file).unwrap();
+            fs::remove_file(&file).unwrap();
+            j.sync().unwrap();
+            drop(j);
+        }
+        open(&f);
+        assert!(!file.exists());
+    }
+
+    #[test]
+    fn a_second_writer_is_refused_and_paths_outside_the_state_are_not_journaled() {
+        let f = fixture();
+        let (j, _) = open(&f);
+        let err = Journal::open(&f.job.join(JOURNAL_FILE), &f.base).unwrap_err();
+        assert!(matches!(err, StoreError::Busy { .. }), "{err}");
+        let outside = f.base.parent().unwrap().join("elsewhere.txt");
+        let mut group = WriteGroup::default();
+        group.add(outside.parent().unwrap(), "elsewhere.txt", &Content::Bytes(b"x"));
+        let err = group.commit_in(Some(&j)).unwrap_err();
+        assert!(matches!(err, StoreError::Invalid { .. }), "{err}");
+        assert!(!outside.exists());
+    }
+
+    #[test]
+    fn an_append_out_of_order_with_the_journal_is_refused() {
+        let f = fixture();
+        let (j, _) = open(&f);
+        let path = f.job.join("plugin_inputs.jsonl");
+        fs::write(&path, b"0123456789").unwrap();
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        j.attach_chain(&path, 10).unwrap();
+        let err = j.append_chain(&path, &mut file, 4, b"x\n", None).unwrap_err();
+        assert!(matches!(err, StoreError::Invalid { .. }), "{err}");
+        j.append_chain(&path, &mut file, 10, b"x\n", None).unwrap();
+        j.append_chain(&path, &mut file, 12, b"y\n", None).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"0123456789x\ny\n");
+    }
+
+    #[test]
+    fn recover_leaves_a_clean_job_alone() {
+        let f = fixture();
+        assert_eq!(Journal::recover(&f.job, &f.base).unwrap(), None);
+        let (j, _) = open(&f);
+        drop(j);
+        assert_eq!(Journal::recover(&f.job, &f.base).unwrap(), None, "an empty journal");
+    }
+}
