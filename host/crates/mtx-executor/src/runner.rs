@@ -235,7 +235,7 @@ pub fn run_job(
     let dir = state.job(&job_id)?;
     dir.create()?;
     let (journal, _) = Journal::open(&dir.journal_path(), state.root())?;
-    let dir = dir.with_journal(Arc::new(journal));
+    let dir = dir.with_journal(Arc::new(journal.with_spares(&state.spare_dir(&job_id))));
     // The parsed packet is kept with the job: a crash during planning re-plans from it.
     dir.write_file(WORK_PACKET_FILE, &serde_json::to_vec_pretty(&wp).map_err(internal)?)?;
     let trace_id = uuid::Uuid::now_v7().to_string();
@@ -495,7 +495,7 @@ pub fn resume_job(
     if let Some(r) = replayed.filter(mtx_store::JournalReplay::changed_files) {
         tracing::warn!(job_id, restored = r.files_restored.len(), "journal replayed before the resume");
     }
-    let dir = dir.with_journal(Arc::new(journal));
+    let dir = dir.with_journal(Arc::new(journal.with_spares(&state.spare_dir(job_id))));
     let mut record = read_record(&dir)?;
     let progress_store = ProgressStore::new(&dir.progress_artifact());
     if !progress_store.exists() && !record.status.is_terminal() && dir.root().join(WORK_PACKET_FILE).is_file()
@@ -1994,10 +1994,9 @@ impl<'a> Run<'a> {
         )?;
         let started_at = now_rfc3339();
         let started = Instant::now();
-        // The announcement is durable before the step is journaled and the model called;
-        // the journaling append also makes the ledger's deferred records durable.
+        // The announcement is durable before the step is journaled and the model called.
         self.job.log.sync_events()?;
-        self.job.log.ledger().append_step(&LedgerStep {
+        self.job.log.append_deferred(&LedgerRecord::Step(LedgerStep {
             step_id: step_id.clone(),
             idempotency_key: key.clone(),
             status: LedgerStepStatus::InProgress,
@@ -2007,13 +2006,16 @@ impl<'a> Run<'a> {
             error: None,
             recoverable: true,
             escalation_level: level,
-        })?;
+        }))?;
         let intent = serde_json::to_vec_pretty(&prepared).map_err(internal)?;
         let prompt_blob = self.artifacts.blob_path(&prompt_ref)?;
+        // With a journal, the sync of this group makes the `in_progress` record durable as
+        // well; without one, the ledger's own sync does (8.3 item 3: before the model call).
         self.job.dir.write_step_entries(
             &key,
             &[("prompt.txt", Content::SameAs(&prompt_blob)), (INTENT_FILE, Content::Bytes(&intent))],
         )?;
+        self.job.log.ledger().sync()?;
 
         // j. the model call (never repeated for a stored response)
         let outcome = if !overflow {

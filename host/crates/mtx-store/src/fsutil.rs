@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::StoreError;
 use crate::journal::{FrameContent, Journal};
+use crate::spare::SparePool;
 
 /// Replaces `path` with `bytes` atomically: write a temp file in the same directory,
 /// fsync it, rename it over `path`, fsync the directory (a [`WriteGroup`] of one file). A
@@ -132,16 +133,17 @@ impl WriteGroup {
                 (e.path(), content)
             })
             .collect();
+        let spares = journal.spares();
         journal.log_group(&frames, || {
             let mut made: Vec<&Path> = Vec::new();
             for e in &self.entries {
                 if !made.contains(&e.dir.as_path()) {
-                    fs::create_dir_all(&e.dir).map_err(|err| StoreError::io(&e.dir, err))?;
+                    make_dir(&e.dir, spares).map_err(|err| StoreError::io(&e.dir, err))?;
                     made.push(&e.dir);
                 }
                 // In order, so the source of a link this group writes is already in place.
                 match &e.content {
-                    OwnedContent::Bytes(bytes) => write_unsynced(&e.path(), bytes)?,
+                    OwnedContent::Bytes(bytes) => write_unsynced(&e.path(), bytes, spares)?,
                     OwnedContent::SameAs(source) => link_unsynced(source, &e.path())?,
                 }
             }
@@ -213,12 +215,36 @@ impl WriteGroup {
     }
 }
 
-/// Replaces `path` with `bytes` through a temp file and a rename, without syncing: readers
-/// see the old or the new file, never a torn one, but only a journal makes it durable.
-pub(crate) fn write_unsynced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+/// `create_dir_all`, with a spare directory for a missing last component when there is one.
+fn make_dir(dir: &Path, spares: Option<&SparePool>) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let (Some(pool), Some(parent)) = (spares, dir.parent())
+        && parent.is_dir()
+        && pool.take_dir(dir)
+    {
+        return Ok(());
+    }
+    fs::create_dir_all(dir)
+}
+
+/// Replaces `path` with `bytes` through a temp file (a spare one when there is one) and a
+/// rename, without syncing: readers see the old or the new file, never a torn one, but only
+/// a journal makes it durable.
+pub(crate) fn write_unsynced(
+    path: &Path,
+    bytes: &[u8],
+    spares: Option<&SparePool>,
+) -> Result<(), StoreError> {
     let (dir, name) = (parent_dir(path), path.file_name().unwrap_or_default());
     let tmp = temp_path(dir, name);
-    let written = write_new(&tmp, bytes).and_then(|_| fs::rename(&tmp, path));
+    let file = if spares.is_some_and(|pool| pool.take_file(&tmp)) {
+        OpenOptions::new().write(true).open(&tmp)
+    } else {
+        OpenOptions::new().write(true).create_new(true).open(&tmp)
+    };
+    let written = file.and_then(|mut f| f.write_all(bytes)).and_then(|()| fs::rename(&tmp, path));
     if let Err(err) = written {
         let _ = fs::remove_file(&tmp);
         return Err(StoreError::io(path, err));
@@ -233,7 +259,7 @@ fn link_unsynced(source: &Path, path: &Path) -> Result<(), StoreError> {
     let tmp = temp_path(dir, name);
     if fs::hard_link(source, &tmp).is_err() {
         let bytes = fs::read(source).map_err(|err| StoreError::io(source, err))?;
-        return write_unsynced(path, &bytes);
+        return write_unsynced(path, &bytes, None);
     }
     let renamed = fs::rename(&tmp, path);
     // Renaming a link onto a name of the same file is a no-op that keeps both.
@@ -304,9 +330,28 @@ pub(crate) fn replace_keeping_previous(
     Ok(())
 }
 
+/// Renames `from` to `to` unless `to` exists (`AlreadyExists` then), in one step.
+#[cfg(target_os = "linux")]
+pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    renameat2(from, to, libc::RENAME_NOREPLACE)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    if fs::symlink_metadata(to).is_ok() {
+        return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+    }
+    fs::rename(from, to)
+}
+
 /// Swaps the names `a` and `b` atomically (both must exist).
 #[cfg(target_os = "linux")]
 fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    renameat2(a, b, libc::RENAME_EXCHANGE)
+}
+
+#[cfg(target_os = "linux")]
+fn renameat2(a: &Path, b: &Path, flags: libc::c_uint) -> io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let c = |p: &Path| {
         std::ffi::CString::new(p.as_os_str().as_bytes())
@@ -315,14 +360,7 @@ fn exchange(a: &Path, b: &Path) -> io::Result<()> {
     let (a, b) = (c(a)?, c(b)?);
     // SAFETY: both paths are NUL-terminated strings that outlive the call.
     let rc = unsafe {
-        libc::syscall(
-            libc::SYS_renameat2,
-            libc::AT_FDCWD,
-            a.as_ptr(),
-            libc::AT_FDCWD,
-            b.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
+        libc::syscall(libc::SYS_renameat2, libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), flags)
     };
     if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }

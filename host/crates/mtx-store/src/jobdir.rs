@@ -58,6 +58,11 @@ impl StateDir {
         self.root.join("jobs")
     }
 
+    /// `spare/<job_id>/`: the spare inodes of a running job's journal (`crate::spare`).
+    pub fn spare_dir(&self, job_id: &str) -> PathBuf {
+        self.root.join("spare").join(job_id)
+    }
+
     pub fn artifacts_dir(&self) -> PathBuf {
         self.root.join("artifacts")
     }

@@ -43,6 +43,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use crate::error::StoreError;
 use crate::failpoint::{failpoint, failpoint_with};
+use crate::spare::SparePool;
 
 /// File name of the journal in a job directory.
 pub const JOURNAL_FILE: &str = "journal.wal";
@@ -120,6 +121,8 @@ pub struct Journal {
     path: PathBuf,
     base: PathBuf,
     inner: Mutex<Inner>,
+    /// Where a write group's temp files and new directories come from (`crate::spare`).
+    spares: Option<SparePool>,
 }
 
 #[derive(Debug)]
@@ -156,6 +159,7 @@ impl Journal {
             path: path.to_owned(),
             base: base.to_owned(),
             inner: Mutex::new(Inner { file, len, synced_len: len, chains: BTreeMap::new() }),
+            spares: None,
         };
         if bytes.is_empty() {
             return Ok((journal, None));
@@ -176,6 +180,21 @@ impl Journal {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StoreError::io(&path, e)),
         }
+    }
+
+    /// This journal with its write groups taking temp files and directories from a pool of
+    /// spare inodes kept in `dir` (on the state's filesystem; see `crate::spare`). A pool that
+    /// cannot start is logged and left out: the groups then create their files.
+    pub fn with_spares(mut self, dir: &Path) -> Self {
+        match SparePool::start(dir) {
+            Ok(pool) => self.spares = Some(pool),
+            Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "no spare inode pool"),
+        }
+        self
+    }
+
+    pub(crate) fn spares(&self) -> Option<&SparePool> {
+        self.spares.as_ref()
     }
 
     pub fn path(&self) -> &Path {
@@ -505,7 +524,7 @@ fn restore_file(path: &Path, bytes: &[u8]) -> Result<bool, StoreError> {
     }
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
-    crate::fsutil::write_unsynced(path, bytes)?;
+    crate::fsutil::write_unsynced(path, bytes, None)?;
     Ok(true)
 }
 

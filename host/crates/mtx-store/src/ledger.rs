@@ -336,7 +336,7 @@ impl RunLedger {
     /// Appends `record` without waiting for it to be durable: readers see it at once, and
     /// the next [`RunLedger::sync`] or synced append makes it durable. For audit records
     /// (plugin calls) and step snapshots whose durability a later barrier provides; a
-    /// step `in_progress` must use [`RunLedger::append`] (8.3 item 3).
+    /// step `in_progress` must be synced before its model call (8.3 item 3).
     pub fn append_deferred(&mut self, record: &LedgerRecord) -> Result<u64, StoreError> {
         check_appendable(record)?;
         let appended = self.chain.append_deferred(record.to_map()?)?;
@@ -344,8 +344,6 @@ impl RunLedger {
         Ok(appended.seq)
     }
 
-    /// Makes every record appended so far durable (one fdatasync, none when nothing is
-    /// pending).
     /// Sends every later record through the job's journal (`crate::journal`).
     pub fn attach_journal(&mut self, journal: std::sync::Arc<crate::Journal>) -> Result<(), StoreError> {
         self.chain.attach_journal(journal)
@@ -356,6 +354,8 @@ impl RunLedger {
         self.chain.detach_journal()
     }
 
+    /// Makes every record appended so far durable (one fdatasync, none when nothing is
+    /// pending).
     pub fn sync(&mut self) -> Result<(), StoreError> {
         self.chain.sync()
     }

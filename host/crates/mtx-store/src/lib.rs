@@ -58,6 +58,7 @@ pub mod progress;
 pub mod rebuild;
 pub mod recorder;
 pub mod recovery;
+pub mod spare;
 pub mod verify;
 
 pub use artifact::{ArtifactMeta, ArtifactStore};
