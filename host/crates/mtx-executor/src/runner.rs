@@ -2009,12 +2009,16 @@ impl<'a> Run<'a> {
         }))?;
         let intent = serde_json::to_vec_pretty(&prepared).map_err(internal)?;
         let prompt_blob = self.artifacts.blob_path(&prompt_ref)?;
-        // With a journal, the sync of this group makes the `in_progress` record durable as
-        // well; without one, the ledger's own sync does (8.3 item 3: before the model call).
-        self.job.dir.write_step_entries(
+        let mut group = WriteGroup::default();
+        self.job.dir.stage_step_entries(
+            &mut group,
             &key,
             &[("prompt.txt", Content::SameAs(&prompt_blob)), (INTENT_FILE, Content::Bytes(&intent))],
         )?;
+        group.stage_in(self.job.dir.journal())?;
+        // 8.3 item 3: the `in_progress` record durable before the model call. With a journal
+        // this one fdatasync also covers the prompt, the ContextSnapshot, their events and
+        // the step's files, which reach the disk right after it.
         self.job.log.ledger().sync()?;
 
         // j. the model call (never repeated for a stored response)
@@ -2557,10 +2561,10 @@ impl<'a> Run<'a> {
             iteration_record: Some(record),
             loop_commit: Some(serde_json::to_value(&commit).map_err(internal)?),
         };
-        let output_ref = self.job.dir.write_step_output(&output)?;
-        // Durable with the next barrier, which comes before the progress save: a power loss
-        // before it leaves the step `in_progress` with its `output.json`, which recovery
-        // completes (8.5 item 2.4).
+        // Both durable with the next barrier, which comes before the progress save: a power
+        // loss between the two leaves the step `in_progress` with its `output.json`, which
+        // recovery completes (8.5 item 2.4).
+        let output_ref = self.job.dir.stage_step_output(&output)?;
         self.job.log.ledger().append_deferred(&LedgerRecord::Step(LedgerStep {
             step_id: step_id.clone(),
             idempotency_key: key.clone(),
@@ -3267,7 +3271,9 @@ impl<'a> Run<'a> {
         let snapshot_bytes = serde_json::to_vec_pretty(&snapshot).map_err(internal)?;
         let snapshot_ref =
             self.stage_artifact(&mut group, &snapshot_bytes, "context_snapshot", "application/json")?;
-        group.commit_in(self.job.dir.journal())?;
+        // Durable, and on disk, with the sync before the model call; the events naming them
+        // come after them in the journal and reach the disk after them.
+        group.stage_in(self.job.dir.journal())?;
         self.emit(
             Event::new(
                 "FR-EVT-CTX-001",

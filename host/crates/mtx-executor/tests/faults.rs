@@ -631,7 +631,7 @@ fn kill_between_the_journal_and_the_files_of_a_group() {
     for nth in [3, 8, 13] {
         let root = tempfile::tempdir().unwrap();
         prepare(root.path());
-        let spec = format!("journal.group.synced:{nth}");
+        let spec = format!("journal.synced:{nth}");
         let ended = run_child(root.path(), "run", None, Some(&spec), &NO_LIMITS);
         assert!(matches!(ended, Ended::Killed), "failpoint {spec} was not reached: {ended:?}");
         let journal = job_dir(root.path()).join(mtx_store::JOURNAL_FILE);
@@ -802,7 +802,7 @@ fn every_store_failpoint_is_covered() {
         "events.append.after",
         "progress.rename.before",
         "progress.rename.after",
-        "journal.group.synced",
+        "journal.synced",
     ];
     assert_eq!(mtx_store::failpoint::FAILPOINTS, covered);
 }

@@ -98,7 +98,10 @@ impl ArtifactStore {
         let rel = Self::rel_path(&hash);
         let blob = self.root.join(&rel);
         let sidecar = self.root.join(format!("{rel}.meta.json"));
-        if let Some(staged) = group.bytes_of(&sidecar) {
+        let staged = group.bytes_of(&sidecar).map(<[u8]>::to_vec);
+        // Or a group the journal holds until its next sync.
+        let staged = staged.or_else(|| self.journal.as_ref().and_then(|j| j.staged_bytes(&sidecar)));
+        if let Some(staged) = staged.as_deref() {
             let existing: ArtifactMeta = serde_json::from_slice(staged)
                 .map_err(|e| StoreError::BadMeta { path: rel.clone(), message: e.to_string() })?;
             return Ok(handle_from_meta(&rel, &existing));

@@ -436,8 +436,8 @@ impl ChainFile {
         failpoint(&format!("{prefix}.append.before"));
         let torn = format!("{prefix}.append.torn");
         if let Some(journal) = &self.journal {
-            // The journal first: recovery can then always complete the file.
-            journal.append_chain(&self.path, &mut self.file, self.len, &buffer, Some(&torn))?;
+            // The journal writes the file once the record is durable.
+            journal.append_chain(&self.path, self.len, &buffer, Some(&torn))?;
             if sync {
                 journal.sync()?;
             }

@@ -25,7 +25,7 @@
 //! | `events.append.after` | Flight Recorder, after the event is written and fsynced |
 //! | `progress.rename.before` | progress artifact, temp file synced, before the rename |
 //! | `progress.rename.after` | progress artifact, after the rename and the directory fsync |
-//! | `journal.group.synced` | job journal, a write group's frames synced, before any of its files is written |
+//! | `journal.synced` | job journal, synced, before the files and appends its frames hold are written |
 //! | `executor.response.stored` | executor, model response stored in the step directory, before the ledger records the step |
 //! | `executor.edits.applying` | executor, after the `write_files` operation returned, before its outcome is used |
 //! | `executor.validation.running` | executor, after each validator plugin returned, before the validation result is recorded |
@@ -46,7 +46,7 @@ pub const FAILPOINTS: &[&str] = &[
     "events.append.after",
     "progress.rename.before",
     "progress.rename.after",
-    "journal.group.synced",
+    "journal.synced",
 ];
 
 struct Armed {

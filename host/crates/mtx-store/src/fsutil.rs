@@ -113,17 +113,34 @@ impl WriteGroup {
         })
     }
 
-    /// Writes the group through `journal` when there is one: the files are journaled and
-    /// the journal synced, then each file is written under its name, atomically but
-    /// unsynced (the journal holds it until its next checkpoint). Without a journal, the
-    /// same as [`WriteGroup::commit`].
+    /// Writes the group through `journal` when there is one: the files are journaled, the
+    /// journal synced, then each file is written under its name, atomically but unsynced
+    /// (the journal holds it until its next checkpoint). Without a journal, the same as
+    /// [`WriteGroup::commit`].
     pub fn commit_in(self, journal: Option<&Journal>) -> Result<(), StoreError> {
-        let Some(journal) = journal else { return self.commit() };
-        if self.entries.is_empty() {
-            return Ok(());
+        match journal {
+            Some(journal) => {
+                journal.stage_group(self)?;
+                journal.sync()
+            }
+            None => self.commit(),
         }
-        let frames: Vec<(PathBuf, FrameContent<'_>)> = self
-            .entries
+    }
+
+    /// Like [`WriteGroup::commit_in`], but with a journal the files are only journaled: the
+    /// journal's next sync (a barrier, or the commit of another group) makes them durable
+    /// and then writes them. For files nothing reads back before that sync; until then they
+    /// are not on disk under their names.
+    pub fn stage_in(self, journal: Option<&Journal>) -> Result<(), StoreError> {
+        match journal {
+            Some(journal) => journal.stage_group(self),
+            None => self.commit(),
+        }
+    }
+
+    /// The group's files as the journal records them.
+    pub(crate) fn frames(&self) -> Vec<(PathBuf, FrameContent<'_>)> {
+        self.entries
             .iter()
             .map(|e| {
                 let content = match &e.content {
@@ -132,23 +149,24 @@ impl WriteGroup {
                 };
                 (e.path(), content)
             })
-            .collect();
-        let spares = journal.spares();
-        journal.log_group(&frames, || {
-            let mut made: Vec<&Path> = Vec::new();
-            for e in &self.entries {
-                if !made.contains(&e.dir.as_path()) {
-                    make_dir(&e.dir, spares).map_err(|err| StoreError::io(&e.dir, err))?;
-                    made.push(&e.dir);
-                }
-                // In order, so the source of a link this group writes is already in place.
-                match &e.content {
-                    OwnedContent::Bytes(bytes) => write_unsynced(&e.path(), bytes, spares)?,
-                    OwnedContent::SameAs(source) => link_unsynced(source, &e.path())?,
-                }
+            .collect()
+    }
+
+    /// Writes the files of a journaled group under their names, in order, unsynced.
+    pub(crate) fn write_files(&self, spares: Option<&SparePool>) -> Result<(), StoreError> {
+        let mut made: Vec<&Path> = Vec::new();
+        for e in &self.entries {
+            if !made.contains(&e.dir.as_path()) {
+                make_dir(&e.dir, spares).map_err(|err| StoreError::io(&e.dir, err))?;
+                made.push(&e.dir);
             }
-            Ok(())
-        })
+            // In order, so the source of a link this group writes is already in place.
+            match &e.content {
+                OwnedContent::Bytes(bytes) => write_unsynced(&e.path(), bytes, spares)?,
+                OwnedContent::SameAs(source) => link_unsynced(source, &e.path())?,
+            }
+        }
+        Ok(())
     }
 
     /// Writes the group (see the type's documentation); none of it is visible before. An

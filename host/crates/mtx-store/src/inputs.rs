@@ -62,7 +62,7 @@ impl InputPack {
         line.extend_from_slice(input.as_bytes());
         line.push(b'\n');
         match &self.journal {
-            Some(journal) => journal.append_chain(&self.path, &mut self.file, self.len, &line, None)?,
+            Some(journal) => journal.append_chain(&self.path, self.len, &line, None)?,
             None => self.file.write_all(&line).map_err(|e| StoreError::io(&self.path, e))?,
         }
         let at = InputRef { file: INPUT_PACK_FILE.into(), offset: self.len, bytes: input.len() as u64 };

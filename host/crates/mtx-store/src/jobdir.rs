@@ -328,18 +328,6 @@ impl JobDir {
             .collect())
     }
 
-    /// [`JobDir::write_step_files`] where a file may be a link to a stored blob
-    /// (`prompt.txt` and `response.txt` share the bytes of their artifacts).
-    pub fn write_step_entries(
-        &self,
-        idempotency_key: &str,
-        files: &[(&str, Content<'_>)],
-    ) -> Result<(), StoreError> {
-        let mut group = WriteGroup::default();
-        self.stage_step_entries(&mut group, idempotency_key, files)?;
-        group.commit_in(self.journal())
-    }
-
     /// Adds files of one step to `group`, to be written with the group's other files (a
     /// response's artifact and the step files that share its bytes, say).
     pub fn stage_step_entries(
@@ -374,11 +362,29 @@ impl JobDir {
     /// Writes `output.json`, the step's commit marker; call it after every other file
     /// of the step is written (8.4 item 4).
     pub fn write_step_output(&self, output: &StepOutput) -> Result<ArtifactHandle, StoreError> {
+        self.step_output(output, WriteGroup::commit_in)
+    }
+
+    /// [`JobDir::write_step_output`] through the journal's next sync (see
+    /// [`WriteGroup::stage_in`]): the commit marker is durable, and on disk, with the barrier
+    /// before the progress save.
+    pub fn stage_step_output(&self, output: &StepOutput) -> Result<ArtifactHandle, StoreError> {
+        self.step_output(output, WriteGroup::stage_in)
+    }
+
+    fn step_output(
+        &self,
+        output: &StepOutput,
+        write: impl FnOnce(WriteGroup, Option<&Journal>) -> Result<(), StoreError>,
+    ) -> Result<ArtifactHandle, StoreError> {
         let mut bytes = serde_json::to_vec_pretty(output)
             .map_err(|e| StoreError::invalid("step output", e.to_string()))?;
         bytes.push(b'\n');
-        let mut handles = self.write_step_files(&output.idempotency_key, &[("output.json", &bytes)])?;
-        Ok(handles.pop().expect("output.json was written"))
+        let key = &output.idempotency_key;
+        let mut group = WriteGroup::default();
+        group.add(&self.step_dir(key)?, "output.json", &Content::Bytes(&bytes));
+        write(group, self.journal())?;
+        Ok(file_handle(uuid::Uuid::now_v7().to_string(), format!("step_outputs/{key}/output.json"), &bytes))
     }
 
     /// Whether `step_outputs/<key>/output.json` exists.

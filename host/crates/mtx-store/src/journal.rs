@@ -43,6 +43,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use crate::error::StoreError;
 use crate::failpoint::{failpoint, failpoint_with};
+use crate::fsutil::WriteGroup;
 use crate::spare::SparePool;
 
 /// File name of the journal in a job directory.
@@ -130,8 +131,27 @@ struct Inner {
     file: File,
     len: u64,
     synced_len: u64,
-    /// Attached chain files (relative path) and their length as journaled.
-    chains: BTreeMap<Vec<u8>, u64>,
+    /// Attached chain files, by relative path.
+    chains: BTreeMap<Vec<u8>, Chain>,
+    /// What the frames since the last sync hold, for the files, in journal order: written
+    /// once the frames are durable, so a file never shows what a power loss could take back.
+    pending: Vec<Pending>,
+}
+
+#[derive(Debug)]
+struct Chain {
+    /// Length as journaled.
+    len: u64,
+    /// Opened for writing at attach.
+    file: File,
+    path: PathBuf,
+}
+
+#[derive(Debug)]
+enum Pending {
+    Group(WriteGroup),
+    Append { chain: Vec<u8>, offset: u64, bytes: Vec<u8> },
+    Remove(PathBuf),
 }
 
 impl Journal {
@@ -158,7 +178,13 @@ impl Journal {
         let journal = Journal {
             path: path.to_owned(),
             base: base.to_owned(),
-            inner: Mutex::new(Inner { file, len, synced_len: len, chains: BTreeMap::new() }),
+            inner: Mutex::new(Inner {
+                file,
+                len,
+                synced_len: len,
+                chains: BTreeMap::new(),
+                pending: Vec::new(),
+            }),
             spares: None,
         };
         if bytes.is_empty() {
@@ -191,10 +217,6 @@ impl Journal {
             Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "no spare inode pool"),
         }
         self
-    }
-
-    pub(crate) fn spares(&self) -> Option<&SparePool> {
-        self.spares.as_ref()
     }
 
     pub fn path(&self) -> &Path {
@@ -233,47 +255,47 @@ impl Journal {
 
     /// Records that the chain file at `path` is `len` bytes long and durable, and syncs the
     /// journal: from here on, recovery cuts the file back to `len` plus the journaled
-    /// appends.
+    /// appends, and the journal appends to the file itself (at each sync).
     pub fn attach_chain(&self, path: &Path, len: u64) -> Result<(), StoreError> {
         let rel = self.rel(path)?.to_vec();
+        let file = OpenOptions::new().write(true).open(path).map_err(|e| StoreError::io(path, e))?;
         let mut inner = self.lock();
         let mut buf = Vec::new();
         encode(&mut buf, Kind::Attach, &rel, len, b"")?;
         self.write(&mut inner, &buf)?;
-        inner.chains.insert(rel, len);
+        inner.chains.insert(rel, Chain { len, file, path: path.to_owned() });
         self.sync_locked(&mut inner)
     }
 
-    /// Forgets the chain file at `path`: the next checkpoint no longer attaches it, so it may
-    /// be written without the journal once that checkpoint is made.
+    /// Writes out what the journal holds for the chain file at `path` and forgets the file:
+    /// the next checkpoint no longer attaches it, so it may be written without the journal
+    /// once that checkpoint is made.
     pub fn detach_chain(&self, path: &Path) -> Result<(), StoreError> {
         let rel = self.rel(path)?;
-        self.lock().chains.remove(rel);
+        let mut inner = self.lock();
+        self.sync_locked(&mut inner)?;
+        inner.chains.remove(rel);
         Ok(())
     }
 
-    /// Journals `bytes` appended at `offset` of the chain file at `path` (durable at the
-    /// next sync), then appends them to `file`, the open chain file, under the journal's
-    /// lock. `torn_failpoint` names the crash point that leaves half of this frame written
-    /// (the journal's torn append).
+    /// Journals `bytes` appended at `offset` of the chain file at `path`; the next sync
+    /// makes them durable and then appends them to the file. `torn_failpoint` names the
+    /// crash point that leaves half of this frame written (the journal's torn append).
     pub fn append_chain(
         &self,
         path: &Path,
-        file: &mut File,
         offset: u64,
         bytes: &[u8],
         torn_failpoint: Option<&str>,
     ) -> Result<(), StoreError> {
         let rel = self.rel(path)?;
         let mut inner = self.lock();
-        match inner.chains.get(rel) {
-            Some(len) if *len == offset => {}
-            known => {
-                return Err(StoreError::invalid(
-                    "journaled append",
-                    format!("{} appends at {offset}, the journal has it at {known:?}", path.display()),
-                ));
-            }
+        let journaled = inner.chains.get(rel).map(|c| c.len);
+        if journaled != Some(offset) {
+            return Err(StoreError::invalid(
+                "journaled append",
+                format!("{} appends at {offset}, the journal has it at {journaled:?}", path.display()),
+            ));
         }
         let mut buf = Vec::with_capacity(HEAD + rel.len() + bytes.len() + CRC);
         encode(&mut buf, Kind::Append, rel, offset, bytes)?;
@@ -285,27 +307,19 @@ impl Journal {
         }
         self.write(&mut inner, &buf)?;
         let rel = rel.to_vec();
-        inner.chains.insert(rel, offset + bytes.len() as u64);
-        if let Err(e) = file.write_all(bytes) {
-            // A partial line would put the file out of step with the journal; cut it. The
-            // frame stays, so recovery completes the append.
-            let _ = file.set_len(offset);
-            return Err(StoreError::io(path, e));
+        if let Some(chain) = inner.chains.get_mut(&rel) {
+            chain.len = offset + bytes.len() as u64;
         }
+        inner.pending.push(Pending::Append { chain: rel, offset, bytes: bytes.to_vec() });
         Ok(())
     }
 
-    /// Journals a write group's files, syncs the journal, then runs `write`, which writes
-    /// the files under their names (under the journal's lock, so that no checkpoint falls
-    /// between the frames and the files).
-    pub fn log_group(
-        &self,
-        files: &[(PathBuf, FrameContent<'_>)],
-        write: impl FnOnce() -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
+    /// Journals a write group's files; the next sync makes them durable and then writes
+    /// them under their names (see [`WriteGroup::stage_in`]).
+    pub(crate) fn stage_group(&self, group: WriteGroup) -> Result<(), StoreError> {
         let mut buf = Vec::new();
-        for (path, content) in files {
-            let rel = self.rel(path)?;
+        for (path, content) in group.frames() {
+            let rel = self.rel(&path)?;
             match content {
                 FrameContent::Bytes(bytes) => encode(&mut buf, Kind::File, rel, 0, bytes)?,
                 FrameContent::SameAs(source) => {
@@ -316,19 +330,30 @@ impl Journal {
         }
         let mut inner = self.lock();
         self.write(&mut inner, &buf)?;
-        self.sync_locked(&mut inner)?;
-        failpoint("journal.group.synced");
-        write()
+        inner.pending.push(Pending::Group(group));
+        Ok(())
     }
 
-    /// Journals the removal of `path` (durable at the next sync), so that recovery does not
-    /// bring back a file an earlier frame wrote. The caller removes the file.
+    /// The bytes a staged group will write at `path`, while it waits for the next sync.
+    pub(crate) fn staged_bytes(&self, path: &Path) -> Option<Vec<u8>> {
+        let inner = self.lock();
+        inner.pending.iter().rev().find_map(|p| match p {
+            Pending::Group(g) => g.bytes_of(path).map(<[u8]>::to_vec),
+            _ => None,
+        })
+    }
+
+    /// Journals the removal of `path`, so that recovery does not bring back a file an
+    /// earlier frame wrote. The caller removes the file; the next sync removes it again,
+    /// after the files staged before it.
     pub fn log_remove(&self, path: &Path) -> Result<(), StoreError> {
         let rel = self.rel(path)?;
         let mut buf = Vec::new();
         encode(&mut buf, Kind::Remove, rel, 0, b"")?;
         let mut inner = self.lock();
-        self.write(&mut inner, &buf)
+        self.write(&mut inner, &buf)?;
+        inner.pending.push(Pending::Remove(path.to_owned()));
+        Ok(())
     }
 
     fn write(&self, inner: &mut Inner, buf: &[u8]) -> Result<(), StoreError> {
@@ -341,8 +366,8 @@ impl Journal {
         Ok(())
     }
 
-    /// Makes every frame written so far durable: one `fdatasync`, none when nothing is
-    /// pending.
+    /// Makes every frame written so far durable (one `fdatasync`, none when nothing is
+    /// pending), then writes what they hold into the files, in the order journaled.
     pub fn sync(&self) -> Result<(), StoreError> {
         let mut inner = self.lock();
         self.sync_locked(&mut inner)
@@ -353,6 +378,24 @@ impl Journal {
             inner.file.sync_data().map_err(|e| StoreError::io(&self.path, e))?;
             inner.synced_len = inner.len;
         }
+        if inner.pending.is_empty() {
+            return Ok(());
+        }
+        failpoint("journal.synced");
+        for pending in std::mem::take(&mut inner.pending) {
+            match pending {
+                Pending::Group(group) => group.write_files(self.spares.as_ref())?,
+                Pending::Append { chain, offset, bytes } => {
+                    let Some(chain) = inner.chains.get(&chain) else { continue };
+                    chain.file.write_all_at(&bytes, offset).map_err(|e| StoreError::io(&chain.path, e))?;
+                }
+                Pending::Remove(path) => match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StoreError::io(&path, e)),
+                },
+            }
+        }
         Ok(())
     }
 
@@ -361,21 +404,21 @@ impl Journal {
         if self.len() >= CHECKPOINT_BYTES { self.checkpoint() } else { Ok(()) }
     }
 
-    /// Makes every file of the state's filesystem durable (`syncfs`), then empties the
-    /// journal and attaches the chain files again at their lengths. Call it with every
-    /// journaled file written under its name (between two operations, never inside one).
+    /// Syncs, makes every file of the state's filesystem durable (`syncfs`), then empties
+    /// the journal and attaches the chain files again at their lengths.
     pub fn checkpoint(&self) -> Result<(), StoreError> {
         let mut inner = self.lock();
         if inner.len == 0 {
             return Ok(());
         }
+        self.sync_locked(&mut inner)?;
         sync_filesystem(&inner.file).map_err(|e| StoreError::io(&self.path, e))?;
         inner.file.set_len(0).map_err(|e| StoreError::io(&self.path, e))?;
         inner.len = 0;
         inner.synced_len = 0;
         let mut buf = Vec::new();
-        for (rel, len) in &inner.chains {
-            encode(&mut buf, Kind::Attach, rel, *len, b"")?;
+        for (rel, chain) in &inner.chains {
+            encode(&mut buf, Kind::Attach, rel, chain.len, b"")?;
         }
         if !buf.is_empty() {
             self.write(&mut inner, &buf)?;
@@ -821,13 +864,49 @@ mod tests {
         let (j, _) = open(&f);
         let path = f.job.join("plugin_inputs.jsonl");
         fs::write(&path, b"0123456789").unwrap();
-        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         j.attach_chain(&path, 10).unwrap();
-        let err = j.append_chain(&path, &mut file, 4, b"x\n", None).unwrap_err();
+        let err = j.append_chain(&path, 4, b"x\n", None).unwrap_err();
         assert!(matches!(err, StoreError::Invalid { .. }), "{err}");
-        j.append_chain(&path, &mut file, 10, b"x\n", None).unwrap();
-        j.append_chain(&path, &mut file, 12, b"y\n", None).unwrap();
+        j.append_chain(&path, 10, b"x\n", None).unwrap();
+        j.append_chain(&path, 12, b"y\n", None).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"0123456789", "appends reach the file at the sync");
+        j.sync().unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"0123456789x\ny\n");
+    }
+
+    /// Staged groups and log appends reach their files only once the journal is synced, in
+    /// the order journaled, so no file ever shows what a power loss could take back.
+    #[test]
+    fn staged_files_and_appends_appear_at_the_next_sync_in_order() {
+        let f = fixture();
+        let (j, _) = open(&f);
+        let events = f.job.join("events.jsonl");
+        let mut chain = ChainFile::create(&events, u64::MAX, "events").unwrap();
+        chain.attach_journal(Arc::clone(&j)).unwrap();
+        let blob = f.base.join("artifacts/sha256/ab/abc");
+        let mut group = WriteGroup::default();
+        group.add(blob.parent().unwrap(), "abc", &Content::Bytes(b"v1"));
+        group.stage_in(Some(&j)).unwrap();
+        chain.append_deferred(body(1)).unwrap();
+        let mut group = WriteGroup::default();
+        group.add(blob.parent().unwrap(), "abc", &Content::Bytes(b"v2"));
+        group.add(&f.job.join("step_outputs/K"), "response.txt", &Content::SameAs(&blob));
+        group.stage_in(Some(&j)).unwrap();
+        assert!(!blob.exists(), "a staged file waits for the sync");
+        assert_eq!(fs::metadata(&events).unwrap().len(), 0, "so does an append");
+        assert_eq!(j.staged_bytes(&blob).as_deref(), Some(&b"v2"[..]), "the latest staged bytes");
+        // Committing another group syncs, which writes everything staged before it.
+        commit(&j, &[(&f.job.join("job.json"), b"{}")]);
+        assert_eq!(fs::read(&blob).unwrap(), b"v2");
+        assert_eq!(fs::read(f.job.join("step_outputs/K/response.txt")).unwrap(), b"v2");
+        assert_eq!(fs::read(f.job.join("job.json")).unwrap(), b"{}");
+        assert!(fs::metadata(&events).unwrap().len() > 0);
+        assert_eq!(j.staged_bytes(&blob), None);
+        // A checkpoint writes what is staged before it empties the journal.
+        chain.append_deferred(body(2)).unwrap();
+        j.checkpoint().unwrap();
+        drop(chain);
+        assert!(ChainFile::open(&events, u64::MAX, "events").unwrap().1.lines.len() == 2);
     }
 
     #[test]

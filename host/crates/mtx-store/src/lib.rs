@@ -1,8 +1,9 @@
 //! Durable state of mtx: everything that must survive a `kill -9` (MTX-SPEC 8, 9, 11.5).
 //!
 //! Every write here is atomic (temp file, fsync, rename, fsync of the directory) or
-//! append-only with fsync. Nothing in this crate spawns processes or touches the
-//! workspace under execution.
+//! append-only with fsync, or goes through a running job's journal, which makes it durable
+//! with one fdatasync of the journal before the file is written. Nothing in this crate
+//! spawns processes or touches the workspace under execution.
 //!
 //! Code map:
 //! - `jobdir`: the 8.1 layout (`StateDir`, `JobDir`) and step outputs (`StepOutput`,
@@ -17,6 +18,9 @@
 //! - `history`: `JobHistory`, the SQLite index behind `mtx jobs` / `mtx events`.
 //! - `verify`: `verify_job`, the checks of `mtx verify`.
 //! - `artifact`: the content-addressed `ArtifactStore`.
+//! - `journal`: a running job's write-ahead `Journal` (`journal.wal`): write groups and
+//!   log appends durable with one fdatasync, replayed after a crash; `spare`: the
+//!   `SparePool` of empty files and directories it writes into instead of creating them.
 //! - `failpoint`: SIGKILL crash points for the crash tests.
 //!
 //! One iteration with this crate, in the order of MTX-SPEC 8.4:
