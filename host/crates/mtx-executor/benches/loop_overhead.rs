@@ -768,13 +768,32 @@ fn long_report(seen: &[Seen], run: &LongRun) {
 fn baselines(base: &Path) -> (f64, f64) {
     let fsync = fsync_baseline(base, 200);
     let spawn = spawn_baseline(200);
+    let create = create_baseline(base, 200);
     let f50 = pct(&fsync, 50.0);
     let s50 = pct(&spawn, 50.0);
     println!("## Baselines\n");
     println!("| Baseline | p50 | p99 |\n|---|---|---|");
     println!("| write + fsync (256 B) | {} | {} |", ms(f50), ms(pct(&fsync, 99.0)));
-    println!("| spawn `true` (std::process::Command, wait) | {} | {} |\n", ms(s50), ms(pct(&spawn, 99.0)));
+    println!("| spawn `true` (std::process::Command, wait) | {} | {} |", ms(s50), ms(pct(&spawn, 99.0)));
+    println!(
+        "| create an empty file (a new inode; unsynced) | {} | {} |\n",
+        ms(pct(&create, 50.0)),
+        ms(pct(&create, 99.0))
+    );
     (f50, s50)
+}
+
+/// What a new inode costs on this filesystem: the reason a running job takes its temp files
+/// from a pool of spares (`mtx_store::spare`).
+fn create_baseline(base: &Path, n: usize) -> Vec<f64> {
+    let dir = tempfile::tempdir_in(base).expect("baseline dir");
+    (0..n)
+        .map(|i| {
+            let t = Instant::now();
+            std::fs::File::create_new(dir.path().join(format!("f{i}"))).expect("create");
+            t.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect()
 }
 
 fn fsync_baseline(base: &Path, n: usize) -> Vec<f64> {

@@ -293,6 +293,29 @@ fn write_new(path: &Path, bytes: &[u8]) -> io::Result<File> {
     Ok(f)
 }
 
+/// What a caller knows of the file it will write over next: its bytes, and the identity
+/// and size the file had when they were written (so a file changed since is not trusted).
+#[derive(Debug, Clone)]
+pub(crate) struct KnownFile {
+    pub bytes: Vec<u8>,
+    stamp: FileStamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+}
+
+impl FileStamp {
+    fn of(m: &fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp { dev: m.dev(), ino: m.ino(), len: m.len(), mtime: (m.mtime(), m.mtime_nsec()) }
+    }
+}
+
 /// Replaces `path` with `bytes` and keeps the file it replaces as `previous` (same
 /// directory): `bytes` are written over the copy `previous` held and synced, the two names
 /// are exchanged in one step (`renameat2` with `RENAME_EXCHANGE`), then the directory is
@@ -302,6 +325,12 @@ fn write_new(path: &Path, bytes: &[u8]) -> io::Result<File> {
 /// `before_rename` runs just before the exchange and `after_rename` after the directory
 /// sync; the progress store places its crash failpoints there.
 ///
+/// `known` is what `previous` holds when the caller wrote it (the file this call replaced
+/// two calls ago): when `previous` is still that file, unchanged, only the 4 KiB pages
+/// that differ are written, so a sync of a large, mostly unchanged file writes a few pages
+/// instead of all of them. Returns what `previous` will hold for the call after next: the
+/// file now at `path`.
+///
 /// Keeping the previous file is best effort: it only serves the recovery of a later
 /// corruption. Where the filesystem cannot exchange names, `previous` is renamed over
 /// `path` and no copy is kept (logged).
@@ -309,16 +338,20 @@ pub(crate) fn replace_keeping_previous(
     path: &Path,
     bytes: &[u8],
     previous: &Path,
+    known: Option<&KnownFile>,
     before_rename: impl FnOnce(),
     after_rename: impl FnOnce(),
-) -> io::Result<()> {
+) -> io::Result<Option<KnownFile>> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let dir = parent_dir(path);
     create_dir_durable(dir)?;
     // Only a plain file of its own may be rewritten in place: never a link shared with
     // `path` (which an older mtx could leave after a crash) or with anything else.
+    let mut trusted = None;
     match fs::symlink_metadata(previous) {
-        Ok(m) if m.is_file() && m.nlink() == 1 => {}
+        Ok(m) if m.is_file() && m.nlink() == 1 => {
+            trusted = known.filter(|k| k.stamp == FileStamp::of(&m) && k.bytes.len() as u64 == m.len());
+        }
         Ok(_) => fs::remove_file(previous)?,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
@@ -329,7 +362,10 @@ pub(crate) fn replace_keeping_previous(
         .truncate(false)
         .custom_flags(libc::O_NOFOLLOW)
         .open(previous)?;
-    file.write_all(bytes)?;
+    match trusted {
+        Some(old) => write_changed_pages(&file, &old.bytes, bytes)?,
+        None => file.write_all(bytes)?,
+    }
     file.set_len(bytes.len() as u64)?;
     file.sync_data()?;
     drop(file);
@@ -345,6 +381,31 @@ pub(crate) fn replace_keeping_previous(
     }
     sync_dir(dir)?;
     after_rename();
+    let written = fs::symlink_metadata(path)?;
+    Ok(Some(KnownFile { bytes: bytes.to_vec(), stamp: FileStamp::of(&written) }))
+}
+
+/// Writes the pages of `new` that differ from `old`, which `file` holds, in runs.
+fn write_changed_pages(file: &File, old: &[u8], new: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    const PAGE: usize = 4096;
+    let pages = new.len().div_ceil(PAGE);
+    let mut run: Option<usize> = None;
+    for page in 0..=pages {
+        let changed = page < pages && {
+            let range = page * PAGE..((page + 1) * PAGE).min(new.len());
+            old.get(range.clone()) != Some(&new[range])
+        };
+        match (changed, run) {
+            (true, None) => run = Some(page),
+            (false, Some(first)) => {
+                let (from, to) = (first * PAGE, (page * PAGE).min(new.len()));
+                file.write_all_at(&new[from..to], from as u64)?;
+                run = None;
+            }
+            _ => {}
+        }
+    }
     Ok(())
 }
 
@@ -524,6 +585,35 @@ mod tests {
         assert!(names_in(&out).is_empty(), "no temp and no partial file: {:?}", names_in(&out));
     }
 
+    /// A large file saved again and again with small changes: the previous copy is
+    /// rewritten page by page where it differs, and comes out exactly as a whole write would
+    /// leave it; a copy changed behind the writer's back is written whole.
+    #[test]
+    fn a_known_previous_copy_is_rewritten_only_where_it_differs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, previous) = (dir.path().join("doc.json"), dir.path().join("doc.prev.json"));
+        let version = |n: u8, len: usize| -> Vec<u8> {
+            let mut v: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            v[5000] = n;
+            v[len - 10] = n;
+            v
+        };
+        let mut known: [Option<KnownFile>; 2] = [None, None];
+        for (n, len) in [(1, 20_000), (2, 20_000), (3, 30_000), (4, 12_000), (5, 12_000)] {
+            let bytes = version(b'0' + n, len);
+            let written =
+                replace_keeping_previous(&path, &bytes, &previous, known[0].as_ref(), || {}, || {}).unwrap();
+            known = [known[1].take(), written];
+            assert_eq!(fs::read(&path).unwrap(), bytes, "version {n}");
+        }
+        assert_eq!(fs::read(&previous).unwrap(), version(b'4', 12_000));
+        // Someone else writes the previous copy: its stamp no longer matches.
+        fs::write(&previous, b"not what the writer knows").unwrap();
+        let bytes = version(b'6', 12_000);
+        replace_keeping_previous(&path, &bytes, &previous, known[0].as_ref(), || {}, || {}).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), bytes);
+    }
+
     #[test]
     fn a_replace_that_keeps_the_previous_file_never_leaves_the_name_missing() {
         let dir = tempfile::tempdir().unwrap();
@@ -534,6 +624,7 @@ mod tests {
                 &path,
                 version,
                 &previous,
+                None,
                 || seen_during.push(fs::read(&path).ok()),
                 || {},
             )
@@ -547,7 +638,7 @@ mod tests {
         // A previous copy that is a second name of the current file is not written through.
         fs::remove_file(&previous).unwrap();
         fs::hard_link(&path, &previous).unwrap();
-        replace_keeping_previous(&path, b"four", &previous, || {}, || {}).unwrap();
+        replace_keeping_previous(&path, b"four", &previous, None, || {}, || {}).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"four");
         assert_eq!(fs::read(&previous).unwrap(), b"three");
         // Nor is a symbolic link followed.
@@ -555,7 +646,7 @@ mod tests {
         fs::write(&outside, b"not mtx's").unwrap();
         fs::remove_file(&previous).unwrap();
         std::os::unix::fs::symlink(&outside, &previous).unwrap();
-        replace_keeping_previous(&path, b"five", &previous, || {}, || {}).unwrap();
+        replace_keeping_previous(&path, b"five", &previous, None, || {}, || {}).unwrap();
         assert_eq!(fs::read(&outside).unwrap(), b"not mtx's");
         assert_eq!(
             (fs::read(&path).unwrap(), fs::read(&previous).unwrap()),

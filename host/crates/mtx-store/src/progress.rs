@@ -28,7 +28,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::StoreError;
 use crate::failpoint::failpoint;
-use crate::fsutil::replace_keeping_previous;
+use crate::fsutil::{KnownFile, replace_keeping_previous};
 
 /// Maximum size of a progress artifact (MTX-SPEC 11.4).
 pub const PROGRESS_CAP_BYTES: u64 = 10 * 1024 * 1024;
@@ -224,16 +224,24 @@ pub struct ProgressStore {
     path: PathBuf,
     cap: u64,
     cache: Arc<Mutex<EntryCache>>,
+    /// What the last two saves wrote: the older is what the previous copy holds at the
+    /// next save, so only the pages that changed since are written.
+    written: Arc<Mutex<[Option<KnownFile>; 2]>>,
 }
 
 impl ProgressStore {
     pub fn new(path: &Path) -> Self {
-        ProgressStore { path: path.to_owned(), cap: PROGRESS_CAP_BYTES, cache: Arc::default() }
+        ProgressStore {
+            path: path.to_owned(),
+            cap: PROGRESS_CAP_BYTES,
+            cache: Arc::default(),
+            written: Arc::default(),
+        }
     }
 
     /// A store with another cap (tests of the cap path, small deployments).
     pub fn with_cap(path: &Path, cap: u64) -> Self {
-        ProgressStore { path: path.to_owned(), cap, cache: Arc::default() }
+        ProgressStore { path: path.to_owned(), cap, cache: Arc::default(), written: Arc::default() }
     }
 
     pub fn path(&self) -> &Path {
@@ -322,14 +330,22 @@ impl ProgressStore {
             return Err(StoreError::TooLarge { path: self.path.clone(), size, cap: self.cap });
         }
         let previous = self.previous_path();
-        replace_keeping_previous(
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        let replaced = replace_keeping_previous(
             &self.path,
             &bytes,
             &previous,
+            written[0].as_ref(),
             || failpoint("progress.rename.before"),
             || failpoint("progress.rename.after"),
-        )
-        .map_err(|e| StoreError::io(&self.path, e))?;
+        );
+        match replaced {
+            Ok(now) => *written = [written[1].take(), now],
+            Err(e) => {
+                *written = [None, None];
+                return Err(StoreError::io(&self.path, e));
+            }
+        }
         Ok(size)
     }
 }
