@@ -2,8 +2,9 @@
 //! index, shared by the loop, the plugin host (plugin calls, grant uses) and the Tool Bus
 //! (gate outcomes, capability checks, tool calls).
 //!
-//! Every event goes through [`JobLog::emit`]: durable in `events.jsonl` first, then indexed
-//! in the Job History, then queued for the live [`crate::RunObserver`]. Recording must never
+//! Every event goes through [`JobLog::emit`]: recorded first (in the job's journal, which
+//! writes `events.jsonl` once the record is durable), then queued for the live
+//! [`crate::RunObserver`], and indexed in the Job History once durable. Recording must never
 //! be skipped silently: an emit failure is returned to the loop, except inside the plugin
 //! and Tool Bus callbacks, which cannot fail a call and log the problem instead.
 

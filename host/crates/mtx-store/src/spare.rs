@@ -98,6 +98,13 @@ impl SparePool {
             Err(e) => {
                 tracing::debug!(to = %to.display(), error = %e, "spare inode not used");
                 let _ = fs::remove_dir(&spare).or_else(|_| fs::remove_file(&spare));
+                let mut s = self.shared.lock();
+                // A filesystem that cannot rename this way (no RENAME_NOREPLACE, another
+                // device) will not take the next spare either: stop making them.
+                if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EXDEV)) {
+                    s.stop = true;
+                }
+                drop(s);
                 self.shared.wake.notify_one();
                 false
             }
