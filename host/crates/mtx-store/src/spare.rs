@@ -12,7 +12,8 @@
 //! itself, as it would without one.
 //!
 //! Spares are empty and named by nothing; whatever a crash leaves in the pool's directory is
-//! removed when the next pool starts there, and a pool removes its directory when it stops.
+//! removed when the next pool starts there, and a pool removes its directory (and an empty
+//! parent) when it stops.
 
 use std::fs;
 use std::io;
@@ -154,6 +155,10 @@ impl Drop for SparePool {
         if let Err(e) = fs::remove_dir_all(&self.shared.dir) {
             tracing::debug!(dir = %self.shared.dir.display(), error = %e, "spare inode pool not removed");
         }
+        // `spare/` itself goes with the last pool (another job's keeps it).
+        if let Some(parent) = self.shared.dir.parent() {
+            let _ = fs::remove_dir(parent);
+        }
     }
 }
 
@@ -196,6 +201,7 @@ mod tests {
 
         drop(pool);
         assert!(!spares.exists(), "a stopped pool removes its directory");
+        assert!(!root.path().join("spare").exists(), "and the empty directory of pools");
         assert!(file.is_file() && dir.is_dir(), "what was taken stays");
     }
 }
