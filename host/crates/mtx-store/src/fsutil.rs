@@ -13,12 +13,17 @@ use crate::spare::SparePool;
 /// fsync it, rename it over `path`, fsync the directory (a [`WriteGroup`] of one file). A
 /// crash leaves either the old or the new complete file, never a torn one.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    atomic_write_in(path, bytes, None)
+}
+
+/// [`atomic_write`], through `journal` when there is one ([`WriteGroup::commit_in`]).
+pub fn atomic_write_in(path: &Path, bytes: &[u8], journal: Option<&Journal>) -> Result<(), StoreError> {
     let Some(name) = path.file_name() else {
         return Err(StoreError::invalid("file path", format!("{} names no file", path.display())));
     };
     let mut group = WriteGroup::default();
     group.add(parent_dir(path), name, &Content::Bytes(bytes));
-    group.commit()
+    group.commit_in(journal)
 }
 
 /// The directory of `path`: `.` for a bare file name.
@@ -293,8 +298,9 @@ fn write_new(path: &Path, bytes: &[u8]) -> io::Result<File> {
     Ok(f)
 }
 
-/// What a caller knows of the file it will write over next: its bytes, and the identity
-/// and size the file had when they were written (so a file changed since is not trusted).
+/// What a caller knows of the file it will write over next: its bytes, and the identity,
+/// size and mtime the file had when they were written (so a file changed since is not
+/// trusted).
 #[derive(Debug, Clone)]
 pub(crate) struct KnownFile {
     pub bytes: Vec<u8>,
@@ -336,7 +342,7 @@ impl FileStamp {
 /// `path` and no copy is kept (logged).
 pub(crate) fn replace_keeping_previous(
     path: &Path,
-    bytes: &[u8],
+    bytes: Vec<u8>,
     previous: &Path,
     known: Option<&KnownFile>,
     before_rename: impl FnOnce(),
@@ -350,7 +356,7 @@ pub(crate) fn replace_keeping_previous(
     let mut trusted = None;
     match fs::symlink_metadata(previous) {
         Ok(m) if m.is_file() && m.nlink() == 1 => {
-            trusted = known.filter(|k| k.stamp == FileStamp::of(&m) && k.bytes.len() as u64 == m.len());
+            trusted = known.filter(|k| k.stamp == FileStamp::of(&m));
         }
         Ok(_) => fs::remove_file(previous)?,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -363,8 +369,8 @@ pub(crate) fn replace_keeping_previous(
         .custom_flags(libc::O_NOFOLLOW)
         .open(previous)?;
     match trusted {
-        Some(old) => write_changed_pages(&file, &old.bytes, bytes)?,
-        None => file.write_all(bytes)?,
+        Some(old) => write_changed_pages(&file, &old.bytes, &bytes)?,
+        None => file.write_all(&bytes)?,
     }
     file.set_len(bytes.len() as u64)?;
     file.sync_data()?;
@@ -382,7 +388,7 @@ pub(crate) fn replace_keeping_previous(
     sync_dir(dir)?;
     after_rename();
     let written = fs::symlink_metadata(path)?;
-    Ok(Some(KnownFile { bytes: bytes.to_vec(), stamp: FileStamp::of(&written) }))
+    Ok(Some(KnownFile { bytes, stamp: FileStamp::of(&written) }))
 }
 
 /// Writes the pages of `new` that differ from `old`, which `file` holds, in runs.
@@ -602,7 +608,8 @@ mod tests {
         for (n, len) in [(1, 20_000), (2, 20_000), (3, 30_000), (4, 12_000), (5, 12_000)] {
             let bytes = version(b'0' + n, len);
             let written =
-                replace_keeping_previous(&path, &bytes, &previous, known[0].as_ref(), || {}, || {}).unwrap();
+                replace_keeping_previous(&path, bytes.clone(), &previous, known[0].as_ref(), || {}, || {})
+                    .unwrap();
             known = [known[1].take(), written];
             assert_eq!(fs::read(&path).unwrap(), bytes, "version {n}");
         }
@@ -610,7 +617,7 @@ mod tests {
         // Someone else writes the previous copy: its stamp no longer matches.
         fs::write(&previous, b"not what the writer knows").unwrap();
         let bytes = version(b'6', 12_000);
-        replace_keeping_previous(&path, &bytes, &previous, known[0].as_ref(), || {}, || {}).unwrap();
+        replace_keeping_previous(&path, bytes.clone(), &previous, known[0].as_ref(), || {}, || {}).unwrap();
         assert_eq!(fs::read(&path).unwrap(), bytes);
     }
 
@@ -622,7 +629,7 @@ mod tests {
         for version in [&b"one"[..], b"two", b"three"] {
             replace_keeping_previous(
                 &path,
-                version,
+                version.to_vec(),
                 &previous,
                 None,
                 || seen_during.push(fs::read(&path).ok()),
@@ -638,7 +645,7 @@ mod tests {
         // A previous copy that is a second name of the current file is not written through.
         fs::remove_file(&previous).unwrap();
         fs::hard_link(&path, &previous).unwrap();
-        replace_keeping_previous(&path, b"four", &previous, None, || {}, || {}).unwrap();
+        replace_keeping_previous(&path, b"four".to_vec(), &previous, None, || {}, || {}).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"four");
         assert_eq!(fs::read(&previous).unwrap(), b"three");
         // Nor is a symbolic link followed.
@@ -646,7 +653,7 @@ mod tests {
         fs::write(&outside, b"not mtx's").unwrap();
         fs::remove_file(&previous).unwrap();
         std::os::unix::fs::symlink(&outside, &previous).unwrap();
-        replace_keeping_previous(&path, b"five", &previous, None, || {}, || {}).unwrap();
+        replace_keeping_previous(&path, b"five".to_vec(), &previous, None, || {}, || {}).unwrap();
         assert_eq!(fs::read(&outside).unwrap(), b"not mtx's");
         assert_eq!(
             (fs::read(&path).unwrap(), fs::read(&previous).unwrap()),

@@ -232,17 +232,6 @@ impl JobDir {
         self.root.join(crate::journal::JOURNAL_FILE)
     }
 
-    /// Writes `bytes` at `path` atomically: through the journal when there is one.
-    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-        let Some(name) = path.file_name() else {
-            return Err(StoreError::invalid("file path", format!("{} names no file", path.display())));
-        };
-        let dir = path.parent().unwrap_or(&self.root);
-        let mut group = WriteGroup::default();
-        group.add(dir, name, &Content::Bytes(bytes));
-        group.commit_in(self.journal())
-    }
-
     /// Creates the job directory and its sub-directories (idempotent).
     pub fn create(&self) -> Result<(), StoreError> {
         for sub in JOB_SUBDIRS {
@@ -292,7 +281,7 @@ impl JobDir {
     ) -> Result<ArtifactHandle, StoreError> {
         check_name("step file name", name)?;
         let path = self.step_dir(idempotency_key)?.join(name);
-        self.write_atomic(&path, bytes)?;
+        crate::fsutil::atomic_write_in(&path, bytes, self.journal())?;
         Ok(file_handle(
             uuid::Uuid::now_v7().to_string(),
             format!("step_outputs/{idempotency_key}/{name}"),
@@ -417,7 +406,7 @@ impl JobDir {
     /// job directory and returns its handle (path relative to the job directory).
     pub fn write_file(&self, rel: &str, bytes: &[u8]) -> Result<ArtifactHandle, StoreError> {
         let path = self.resolve(rel)?;
-        self.write_atomic(&path, bytes)?;
+        crate::fsutil::atomic_write_in(&path, bytes, self.journal())?;
         Ok(file_handle(stable_artifact_id(bytes), rel.to_owned(), bytes))
     }
 

@@ -333,7 +333,7 @@ impl ProgressStore {
         let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
         let replaced = replace_keeping_previous(
             &self.path,
-            &bytes,
+            bytes,
             &previous,
             written[0].as_ref(),
             || failpoint("progress.rename.before"),
