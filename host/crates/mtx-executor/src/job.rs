@@ -175,12 +175,12 @@ impl Job {
 
     /// Writes the progress artifact atomically, with the loop bookkeeping inside.
     pub fn save_progress(&mut self) -> Result<(), ExecError> {
-        // Write-ahead: the events describing this state are durable before it is.
-        self.log.sync()?;
         self.ext.events_checkpoint = Some(self.log.recorder().next_seq());
         let ext = serde_json::to_value(&self.ext).map_err(internal)?;
         self.progress.extra.insert(EXT_KEY.into(), ext);
-        self.progress_store.save(&mut self.progress)?;
+        // Write-ahead: the events describing this state are durable before it is (the
+        // store writes its copy meanwhile, and puts it in place after the barrier).
+        self.progress_store.save_after(&mut self.progress, || self.log.sync())?;
         Ok(())
     }
 

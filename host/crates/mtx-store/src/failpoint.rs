@@ -24,7 +24,7 @@
 //! | `events.append.torn` | Flight Recorder, after half of the event is written and synced (with a journal, half of its frame) |
 //! | `events.append.after` | Flight Recorder, after the event is written and fsynced |
 //! | `progress.rename.before` | progress artifact, temp file synced, before the rename |
-//! | `progress.rename.after` | progress artifact, after the rename and the directory fsync |
+//! | `progress.rename.after` | progress artifact, after the exchange of names (its directory sync started) |
 //! | `journal.synced` | job journal, synced, before the files and appends its frames hold are written |
 //! | `executor.response.stored` | executor, model response stored in the step directory, before the ledger records the step |
 //! | `executor.edits.applying` | executor, after the `write_files` operation returned, before its outcome is used |

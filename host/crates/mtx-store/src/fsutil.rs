@@ -323,23 +323,17 @@ impl FileStamp {
 }
 
 /// Replaces `path` with `bytes` and keeps the file it replaces as `previous` (same
-/// directory): `bytes` are written over the copy `previous` held and synced, the two names
-/// are exchanged in one step (`renameat2` with `RENAME_EXCHANGE`), then the directory is
-/// synced. `path` is never missing or torn, no file is created or unlinked, and a file
-/// rewritten at every iteration reuses the same two inodes and their pages. A crash while
-/// `previous` is rewritten leaves `path` intact and only the older copy torn.
+/// directory): `bytes` are written over the copy `previous` held and synced
+/// ([`rewrite_previous`]), the two names are exchanged in one step ([`swap_in`]), then the
+/// directory is synced. `path` is never missing or torn, no file is created or unlinked,
+/// and a file rewritten at every iteration reuses the same two inodes and their pages. A
+/// crash while `previous` is rewritten leaves `path` intact and only the older copy torn.
 /// `before_rename` runs just before the exchange and `after_rename` after the directory
-/// sync; the progress store places its crash failpoints there.
+/// sync. Returns what `previous` will hold for the call after next: the file now at `path`.
 ///
-/// `known` is what `previous` holds when the caller wrote it (the file this call replaced
-/// two calls ago): when `previous` is still that file, unchanged, only the 4 KiB pages
-/// that differ are written, so a sync of a large, mostly unchanged file writes a few pages
-/// instead of all of them. Returns what `previous` will hold for the call after next: the
-/// file now at `path`.
-///
-/// Keeping the previous file is best effort: it only serves the recovery of a later
-/// corruption. Where the filesystem cannot exchange names, `previous` is renamed over
-/// `path` and no copy is kept (logged).
+/// The progress store runs the same steps with the first one alongside a barrier and the
+/// directory sync in the background (`crate::progress`).
+#[cfg(test)]
 pub(crate) fn replace_keeping_previous(
     path: &Path,
     bytes: Vec<u8>,
@@ -348,11 +342,38 @@ pub(crate) fn replace_keeping_previous(
     before_rename: impl FnOnce(),
     after_rename: impl FnOnce(),
 ) -> io::Result<Option<KnownFile>> {
+    rewrite_previous(path, &bytes, previous, known)?;
+    before_rename();
+    swap_in(path, previous)?;
+    sync_dir(parent_dir(path))?;
+    after_rename();
+    KnownFile::now_at(path, bytes).map(Some)
+}
+
+impl KnownFile {
+    /// `bytes`, as the file at `path` holds them now.
+    pub(crate) fn now_at(path: &Path, bytes: Vec<u8>) -> io::Result<KnownFile> {
+        let written = fs::symlink_metadata(path)?;
+        Ok(KnownFile { bytes, stamp: FileStamp::of(&written) })
+    }
+}
+
+/// Writes `bytes` over the file at `previous` (the copy to be exchanged with `path`) and
+/// syncs its data.
+///
+/// `known` is what `previous` holds when the caller wrote it (the file replaced two saves
+/// ago): when `previous` is still that file, unchanged, only the 4 KiB pages that differ
+/// are written, so a sync of a large, mostly unchanged file writes a few pages instead of
+/// all of them. Only a plain file of its own is written in place: never a link shared
+/// with `path` (which an older mtx could leave after a crash) or with anything else.
+pub(crate) fn rewrite_previous(
+    path: &Path,
+    bytes: &[u8],
+    previous: &Path,
+    known: Option<&KnownFile>,
+) -> io::Result<()> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-    let dir = parent_dir(path);
-    create_dir_durable(dir)?;
-    // Only a plain file of its own may be rewritten in place: never a link shared with
-    // `path` (which an older mtx could leave after a crash) or with anything else.
+    create_dir_durable(parent_dir(path))?;
     let mut trusted = None;
     match fs::symlink_metadata(previous) {
         Ok(m) if m.is_file() && m.nlink() == 1 => {
@@ -369,26 +390,29 @@ pub(crate) fn replace_keeping_previous(
         .custom_flags(libc::O_NOFOLLOW)
         .open(previous)?;
     match trusted {
-        Some(old) => write_changed_pages(&file, &old.bytes, &bytes)?,
-        None => file.write_all(&bytes)?,
+        Some(old) => write_changed_pages(&file, &old.bytes, bytes)?,
+        None => file.write_all(bytes)?,
     }
     file.set_len(bytes.len() as u64)?;
-    file.sync_data()?;
-    drop(file);
-    before_rename();
+    file.sync_data()
+}
+
+/// Puts the synced copy at `previous` in place at `path`, keeping the file that was there
+/// as `previous`: one `renameat2(RENAME_EXCHANGE)`. Returns whether the names were
+/// exchanged: then the directory already held both and a power loss before its next sync
+/// leaves either pair, each file whole. Otherwise (the first save; a filesystem that
+/// cannot exchange, logged, and no previous copy is kept) `previous` was renamed over
+/// `path`, and the caller must sync the directory before it relies on the name.
+pub(crate) fn swap_in(path: &Path, previous: &Path) -> io::Result<bool> {
     match exchange(previous, path) {
-        Ok(()) => {}
+        Ok(()) => Ok(true),
         // Nothing to keep yet.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::rename(previous, path)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::rename(previous, path).map(|()| false),
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "cannot exchange names here; no previous copy kept");
-            fs::rename(previous, path)?;
+            fs::rename(previous, path).map(|()| false)
         }
     }
-    sync_dir(dir)?;
-    after_rename();
-    let written = fs::symlink_metadata(path)?;
-    Ok(Some(KnownFile { bytes, stamp: FileStamp::of(&written) }))
 }
 
 /// Writes the pages of `new` that differ from `old`, which `file` holds, in runs.

@@ -7,7 +7,17 @@
 //! the 10 MB cap of 11.4, and replaces the file atomically, so a crash leaves the old or
 //! the new file, never a torn one: the new bytes are written over the previous copy and
 //! synced, the two names are exchanged, and the directory is synced (see
-//! `fsutil::replace_keeping_previous`).
+//! `fsutil::rewrite_previous` and `fsutil::swap_in`).
+//!
+//! A running job saves at every iteration, so the save keeps its syncs off the loop's
+//! path where order allows ([`ProgressStore::save_after`]): the previous copy is written
+//! and synced while the caller's barrier (the journal's fdatasync) runs, the names are
+//! exchanged once both are done, and the directory sync that makes the exchange durable
+//! runs in the background, joined before the next save touches the previous copy. Until
+//! it is done a power loss may leave the names as they were, each file whole: the job
+//! resumes from the document before, as after a crash just before the exchange. The file
+//! is padded with spaces to a multiple of [`PAD_BYTES`], so its size, and with it the
+//! inode a data sync would also write, changes once in many saves.
 //!
 //! Every saved document carries `content_sha256` \[D\], so an edit of the file is caught on
 //! load and by `mtx verify` (the spec keeps unknown fields, so older readers ignore it). It
@@ -18,9 +28,10 @@
 //! The store is generic over the document so its mechanics can be tested on their own;
 //! mtx stores `mtx_types::progress::ProgressArtifact`. It never writes anything else.
 
+use std::io;
 use std::path::{Path, PathBuf};
-
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::thread::JoinHandle;
 
 use mtx_types::progress::{ARCHIVE_DIR, ArchiveChunk, DetachedHistory, MTProgressEntry, ProgressArtifact};
 use serde::Serialize;
@@ -28,10 +39,13 @@ use serde::de::DeserializeOwned;
 
 use crate::error::StoreError;
 use crate::failpoint::failpoint;
-use crate::fsutil::{KnownFile, replace_keeping_previous};
+use crate::fsutil::{KnownFile, rewrite_previous, swap_in, sync_dir};
 
 /// Maximum size of a progress artifact (MTX-SPEC 11.4).
 pub const PROGRESS_CAP_BYTES: u64 = 10 * 1024 * 1024;
+
+/// The saved file is padded with spaces (JSON whitespace) to a multiple of this.
+pub const PAD_BYTES: usize = 16 << 10;
 
 /// A document the progress store can hold.
 ///
@@ -227,21 +241,114 @@ pub struct ProgressStore {
     /// What the last two saves wrote: the older is what the previous copy holds at the
     /// next save, so only the pages that changed since are written.
     written: Arc<Mutex<[Option<KnownFile>; 2]>>,
+    /// The thread that writes the previous copy and syncs the directory.
+    worker: Arc<Mutex<Option<Worker>>>,
+}
+
+/// A thread of the store's own. It takes tasks in order, so the directory sync of one
+/// save is done before the next save writes the file that sync moved.
+#[derive(Debug)]
+struct Worker {
+    tasks: mpsc::Sender<Task>,
+    done: mpsc::Receiver<Done>,
+    thread: Option<JoinHandle<()>>,
+}
+
+enum Task {
+    /// `fsutil::rewrite_previous`, answered.
+    Rewrite { path: PathBuf, previous: PathBuf, bytes: Vec<u8>, known: Option<KnownFile> },
+    /// `fsutil::sync_dir`, unanswered: a failure is the answer to the next task.
+    SyncDir(PathBuf),
+    /// Answered once every task before it is done.
+    Flush,
+}
+
+/// The answer to a task, with the bytes it was given back.
+struct Done {
+    result: io::Result<()>,
+    bytes: Vec<u8>,
+}
+
+impl Worker {
+    fn start() -> io::Result<Worker> {
+        let (tasks, inbox) = mpsc::channel::<Task>();
+        let (outbox, done) = mpsc::channel();
+        let thread = std::thread::Builder::new().name("mtx-progress".into()).spawn(move || {
+            let mut failed: Option<io::Error> = None;
+            for task in inbox {
+                let (result, bytes) = match task {
+                    Task::SyncDir(dir) => {
+                        if let Err(e) = sync_dir(&dir) {
+                            failed.get_or_insert(e);
+                        }
+                        continue;
+                    }
+                    Task::Rewrite { path, previous, bytes, known } => {
+                        let result = match failed.take() {
+                            Some(e) => Err(e),
+                            None => rewrite_previous(&path, &bytes, &previous, known.as_ref()),
+                        };
+                        (result, bytes)
+                    }
+                    Task::Flush => (failed.take().map_or(Ok(()), Err), Vec::new()),
+                };
+                if outbox.send(Done { result, bytes }).is_err() {
+                    return;
+                }
+            }
+        })?;
+        Ok(Worker { tasks, done, thread: Some(thread) })
+    }
+
+    fn send(&self, task: Task) -> bool {
+        self.tasks.send(task).is_ok()
+    }
+
+    /// The answer to the oldest task sent and not yet answered.
+    fn answer(&self) -> Done {
+        self.done.recv().unwrap_or_else(|_| Done::stopped())
+    }
+
+    /// Runs `task` and waits for its answer.
+    fn ask(&self, task: Task) -> Done {
+        if self.send(task) { self.answer() } else { Done::stopped() }
+    }
+}
+
+impl Done {
+    fn stopped() -> Done {
+        Done { result: Err(io::Error::other("the progress store's thread stopped")), bytes: Vec::new() }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let Done { result, .. } = self.ask(Task::Flush);
+        if let Err(e) = result {
+            tracing::error!(error = %e, "progress artifact: directory sync failed");
+        }
+        // Dropping the only sender closes the channel, which ends the thread.
+        self.tasks = mpsc::channel().0;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl ProgressStore {
     pub fn new(path: &Path) -> Self {
-        ProgressStore {
-            path: path.to_owned(),
-            cap: PROGRESS_CAP_BYTES,
-            cache: Arc::default(),
-            written: Arc::default(),
-        }
+        ProgressStore::with_cap(path, PROGRESS_CAP_BYTES)
     }
 
     /// A store with another cap (tests of the cap path, small deployments).
     pub fn with_cap(path: &Path, cap: u64) -> Self {
-        ProgressStore { path: path.to_owned(), cap, cache: Arc::default(), written: Arc::default() }
+        ProgressStore {
+            path: path.to_owned(),
+            cap,
+            cache: Arc::default(),
+            written: Arc::default(),
+            worker: Arc::default(),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -288,15 +395,37 @@ impl ProgressStore {
     /// saved document never names a chunk that is not durable; the document's size, and
     /// so the cost of a save, stays bounded however long the job runs.
     pub fn save<T: ProgressDocument>(&self, doc: &mut T) -> Result<u64, StoreError> {
+        self.save_after(doc, || Ok(()))
+    }
+
+    /// [`ProgressStore::save`], but only once `barrier` (run on this thread) succeeds:
+    /// what a barrier makes durable is durable before the saved document names it. The
+    /// previous copy is written and synced meanwhile, on a thread of its own; the names are
+    /// exchanged after both. A failed barrier leaves `path` as it was.
+    pub fn save_after<T: ProgressDocument>(
+        &self,
+        doc: &mut T,
+        barrier: impl FnOnce() -> Result<(), StoreError>,
+    ) -> Result<u64, StoreError> {
         let chunks = doc.cut_chunks();
         if !chunks.is_empty() {
             self.write_chunks(&chunks)?;
             doc.adopt_chunks(chunks);
         }
         let detached = doc.detach();
-        let written = self.write_saved(doc);
+        let written = self.write_saved(doc, barrier);
         doc.restore(detached);
         written
+    }
+
+    /// Waits for the directory sync of the last save: from here on its exchange survives
+    /// a power loss.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let dir = self.path.parent().unwrap_or_else(|| Path::new("."));
+        match lock(&self.worker).as_ref() {
+            Some(worker) => worker.ask(Task::Flush).result.map_err(|e| StoreError::io(dir, e)),
+            None => Ok(()),
+        }
     }
 
     /// Chunk files go in with one directory fsync; an existing chunk is replaced by the
@@ -315,13 +444,17 @@ impl ProgressStore {
     }
 
     /// Writes `doc`, already in its saved form.
-    fn write_saved<T: ProgressDocument>(&self, doc: &mut T) -> Result<u64, StoreError> {
+    fn write_saved<T: ProgressDocument>(
+        &self,
+        doc: &mut T,
+        barrier: impl FnOnce() -> Result<(), StoreError>,
+    ) -> Result<u64, StoreError> {
         doc.refresh_saved();
         if let Err(problems) = doc.validate_saved() {
             return Err(StoreError::invalid("progress artifact", problems.join("; ")));
         }
-        let cached = doc.encode_saved(&mut self.cache.lock().unwrap_or_else(|p| p.into_inner()));
-        let bytes = match cached {
+        let cached = doc.encode_saved(&mut lock(&self.cache));
+        let mut bytes = match cached {
             Some(bytes) => bytes,
             None => encode_plain(&*doc)?,
         };
@@ -329,25 +462,54 @@ impl ProgressStore {
         if size > self.cap {
             return Err(StoreError::TooLarge { path: self.path.clone(), size, cap: self.cap });
         }
+        let padded = bytes.len().div_ceil(PAD_BYTES) * PAD_BYTES;
+        if padded as u64 <= self.cap {
+            bytes.resize(padded, b' ');
+        }
         let previous = self.previous_path();
-        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
-        let replaced = replace_keeping_previous(
-            &self.path,
+        let dir = self.path.parent().unwrap_or_else(|| Path::new("."));
+        let mut written = lock(&self.written);
+        let mut worker = lock(&self.worker);
+        if worker.is_none() {
+            *worker = Some(Worker::start().map_err(|e| StoreError::io(&self.path, e))?);
+        }
+        let worker = worker.as_ref().expect("started above");
+        let rewrite = Task::Rewrite {
+            path: self.path.clone(),
+            previous: previous.clone(),
             bytes,
-            &previous,
-            written[0].as_ref(),
-            || failpoint("progress.rename.before"),
-            || failpoint("progress.rename.after"),
-        );
-        match replaced {
-            Ok(now) => *written = [written[1].take(), now],
+            known: written[0].take(),
+        };
+        // The worker takes the previous copy (after the directory sync of the last save,
+        // which moved it there) while the barrier runs here.
+        let sent = worker.send(rewrite);
+        let barrier = barrier();
+        let Done { result: rewritten, bytes } = if sent { worker.answer() } else { Done::stopped() };
+        let swapped = barrier.and_then(|()| {
+            rewritten.map_err(|e| StoreError::io(&self.path, e))?;
+            failpoint("progress.rename.before");
+            let exchanged = swap_in(&self.path, &previous).map_err(|e| StoreError::io(&self.path, e))?;
+            if exchanged {
+                worker.send(Task::SyncDir(dir.to_owned()));
+            } else {
+                sync_dir(dir).map_err(|e| StoreError::io(dir, e))?;
+            }
+            failpoint("progress.rename.after");
+            KnownFile::now_at(&self.path, bytes).map_err(|e| StoreError::io(&self.path, e))
+        });
+        match swapped {
+            Ok(now) => *written = [written[1].take(), Some(now)],
             Err(e) => {
                 *written = [None, None];
-                return Err(StoreError::io(&self.path, e));
+                return Err(e);
             }
         }
         Ok(size)
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The saved file's bytes: compact JSON with the integrity member, then a newline. (Compact
@@ -475,6 +637,42 @@ pub(crate) mod tests {
         store.save(&mut doc).unwrap();
         assert_eq!(doc.updated_at, "refreshed");
         assert_eq!(store.load::<Doc>().unwrap(), Doc { n: 3, updated_at: "refreshed".into(), total: 6 });
+    }
+
+    /// The saved file is whole JSON padded with spaces to a multiple of `PAD_BYTES`; the
+    /// barrier runs before the new file is in place, and a failed one leaves the current
+    /// file as it was.
+    #[test]
+    fn a_save_after_a_barrier_is_padded_and_a_failed_barrier_keeps_the_current_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("progress_artifact.json");
+        let store = ProgressStore::new(&path);
+        let mut doc = Doc { n: 1, updated_at: "old".into(), total: 0 };
+        store.save(&mut doc).unwrap();
+        let first = std::fs::read(&path).unwrap();
+        assert_eq!(first.len(), PAD_BYTES, "padded");
+        assert!(first.starts_with(b"{") && first[first.len() - 1] == b' ');
+        doc.n = 2;
+        let mut seen = None;
+        store
+            .save_after(&mut doc, || {
+                seen = Some(store.load::<Doc>().unwrap().n);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(seen, Some(1), "the barrier runs before the new file is in place");
+        assert_eq!(store.load::<Doc>().unwrap().n, 2);
+        doc.n = 3;
+        let err = store
+            .save_after(&mut doc, || Err(StoreError::invalid("barrier", "the journal cannot sync")))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Invalid { .. }), "{err}");
+        assert_eq!(store.load::<Doc>().unwrap().n, 2, "the current file is untouched");
+        // The previous copy was written meanwhile; the next save does not trust it.
+        doc.n = 4;
+        store.save(&mut doc).unwrap();
+        store.flush().unwrap();
+        assert_eq!((store.load::<Doc>().unwrap().n, store.load_previous::<Doc>().unwrap().n), (4, 2));
     }
 
     #[test]
