@@ -3422,7 +3422,10 @@ impl<'a> Run<'a> {
                         key,
                         &[("response.json", Content::Bytes(&meta)), ("response.txt", Content::SameAs(&blob))],
                     )?;
-                    group.commit_in(self.job.dir.journal())?;
+                    // Synced on the journal's thread while the response is parsed and
+                    // decided on, which touches nothing outside the state: the next
+                    // barrier, before any edit or command, waits for it.
+                    group.commit_behind(self.job.dir.journal())?;
                     mtx_store::failpoint("executor.response.stored");
                     return Ok(ModelOutcome {
                         text: Some(resp.text),

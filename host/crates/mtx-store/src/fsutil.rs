@@ -132,6 +132,21 @@ impl WriteGroup {
         }
     }
 
+    /// Like [`WriteGroup::stage_in`], and the journal starts syncing on its own thread at
+    /// once ([`Journal::sync_behind`]): for files that should be durable soon, that nothing
+    /// reads back by name before the next barrier, while the writer goes on with work that
+    /// touches nothing outside the state. Without a journal, the same as
+    /// [`WriteGroup::commit`].
+    pub fn commit_behind(self, journal: Option<&Journal>) -> Result<(), StoreError> {
+        match journal {
+            Some(journal) => {
+                journal.stage_group(self)?;
+                journal.sync_behind()
+            }
+            None => self.commit(),
+        }
+    }
+
     /// Like [`WriteGroup::commit_in`], but with a journal the files are only journaled: the
     /// journal's next sync (a barrier, or the commit of another group) makes them durable
     /// and then writes them. For files nothing reads back before that sync; until then they

@@ -49,7 +49,7 @@ use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 
 use crate::error::StoreError;
 use crate::failpoint::{failpoint, failpoint_with};
@@ -141,6 +141,48 @@ pub struct Journal {
     inner: Mutex<Inner>,
     /// Where a write group's temp files and new directories come from (`crate::spare`).
     spares: Option<SparePool>,
+    /// The thread of [`Journal::sync_behind`], once asked.
+    behind: Mutex<Option<Behind>>,
+}
+
+/// A thread that syncs the journal's data when asked, while the writer goes on.
+#[derive(Debug)]
+struct Behind {
+    asks: Option<mpsc::Sender<()>>,
+    /// The first sync that failed, for the next [`Journal::sync`] to report.
+    failed: Arc<Mutex<Option<io::Error>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Behind {
+    fn start(file: File) -> io::Result<Behind> {
+        let (asks, inbox) = mpsc::channel::<()>();
+        let failed: Arc<Mutex<Option<io::Error>>> = Arc::default();
+        let failures = Arc::clone(&failed);
+        let thread = std::thread::Builder::new().name("mtx-journal-sync".into()).spawn(move || {
+            while inbox.recv().is_ok() {
+                // Asks that came in meanwhile are covered by this sync.
+                while inbox.try_recv().is_ok() {}
+                if let Err(e) = file.sync_data() {
+                    failures.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+                }
+            }
+        })?;
+        Ok(Behind { asks: Some(asks), failed, thread: Some(thread) })
+    }
+
+    fn take_failure(&self) -> Option<io::Error> {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+impl Drop for Behind {
+    fn drop(&mut self) {
+        drop(self.asks.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -148,6 +190,9 @@ struct Inner {
     file: File,
     /// Where the next frame goes: the bytes of the current epoch (0: none begun).
     len: u64,
+    /// Frames not yet written to the file, which holds the epoch up to `len` minus these:
+    /// they go in with one write at the next sync.
+    unwritten: Vec<u8>,
     synced_len: u64,
     /// The file's size: zeros from `len` on.
     allocated: u64,
@@ -204,6 +249,7 @@ impl Journal {
             inner: Mutex::new(Inner {
                 file,
                 len: parsed.end as u64,
+                unwritten: Vec::new(),
                 synced_len: parsed.end as u64,
                 allocated: bytes.len() as u64,
                 nonce: parsed.nonce,
@@ -211,6 +257,7 @@ impl Journal {
                 pending: Vec::new(),
             }),
             spares: None,
+            behind: Mutex::new(None),
         };
         if parsed.frames.is_empty() && parsed.torn_bytes(&bytes) == 0 {
             return Ok((journal, None));
@@ -328,6 +375,7 @@ impl Journal {
         encode(&mut buf, nonce, Kind::Append, rel, offset, bytes)?;
         if let Some(point) = torn_failpoint {
             failpoint_with(point, || {
+                let _ = self.flush(&mut inner);
                 let _ = inner.file.write_all_at(&buf[..buf.len() / 2], inner.len);
                 let _ = inner.file.sync_data();
             });
@@ -337,7 +385,18 @@ impl Journal {
         if let Some(chain) = inner.chains.get_mut(&rel) {
             chain.len = offset + bytes.len() as u64;
         }
-        inner.pending.push(Pending::Append { chain: rel, offset, bytes: bytes.to_vec() });
+        // Appends to one file since the last group go to it in one write.
+        let earlier =
+            inner.pending.iter_mut().rev().take_while(|p| matches!(p, Pending::Append { .. })).find_map(
+                |p| match p {
+                    Pending::Append { chain, offset: at, bytes } if *chain == rel => Some((*at, bytes)),
+                    _ => None,
+                },
+            );
+        match earlier {
+            Some((at, earlier)) if at + earlier.len() as u64 == offset => earlier.extend_from_slice(bytes),
+            _ => inner.pending.push(Pending::Append { chain: rel, offset, bytes: bytes.to_vec() }),
+        }
         Ok(())
     }
 
@@ -397,22 +456,38 @@ impl Journal {
         Ok(inner.nonce)
     }
 
+    /// Adds frames to the epoch; they reach the file at the next sync (or once a megabyte
+    /// waits).
     fn write(&self, inner: &mut Inner, buf: &[u8]) -> Result<(), StoreError> {
-        let end = inner.len + buf.len() as u64;
-        if let Err(e) = self.grow(inner, end) {
+        inner.unwritten.extend_from_slice(buf);
+        inner.len += buf.len() as u64;
+        if inner.unwritten.len() >= ALLOC_STEP as usize { self.flush(inner) } else { Ok(()) }
+    }
+
+    /// Writes the frames that wait to the file. On failure they are gone, and so is what
+    /// the sync would have done for them: the journal holds what it held before, and the
+    /// error stops the writer.
+    fn flush(&self, inner: &mut Inner) -> Result<(), StoreError> {
+        if inner.unwritten.is_empty() {
+            return Ok(());
+        }
+        let at = inner.len - inner.unwritten.len() as u64;
+        if let Err(e) = self.grow(inner, inner.len) {
             // Zeros ahead are a speed-up: without room for them (a full disk, a file size
-            // limit) the frame still goes in, and the file grows with each one.
+            // limit) the frames still go in, and the file grows with them.
             tracing::debug!(journal = %self.path.display(), error = %e, "no room to grow the journal ahead");
         }
-        let written = inner.file.write_all_at(buf, inner.len);
-        if let Err(e) = written {
+        if let Err(e) = inner.file.write_all_at(&inner.unwritten, at) {
             // A partial frame would hide every later one from recovery.
-            let _ = inner.file.set_len(inner.len);
-            inner.allocated = inner.len;
+            let _ = inner.file.set_len(at);
+            inner.allocated = at;
+            inner.len = at;
+            inner.unwritten.clear();
+            inner.pending.clear();
             return Err(StoreError::io(&self.path, e));
         }
-        inner.len = end;
-        inner.allocated = inner.allocated.max(end);
+        inner.allocated = inner.allocated.max(inner.len);
+        inner.unwritten.clear();
         Ok(())
     }
 
@@ -439,7 +514,35 @@ impl Journal {
         self.sync_locked(&mut inner)
     }
 
+    /// Starts making every frame written so far durable on a thread of the journal's own
+    /// and returns at once: for frames that should be durable soon (a model's answer, not
+    /// to be asked for again after a power loss) while the writer goes on with work that
+    /// touches nothing outside the state. Their files are still written at the next
+    /// [`Journal::sync`], which syncs again (cheaply when this one is done), and which
+    /// reports this one's failure.
+    pub fn sync_behind(&self) -> Result<(), StoreError> {
+        // Lock order: the journal's, then the thread's; never the other way.
+        self.flush(&mut self.lock())?;
+        if self.lock_behind().is_none() {
+            let file = self.lock().file.try_clone().map_err(|e| StoreError::io(&self.path, e))?;
+            let started = Behind::start(file).map_err(|e| StoreError::io(&self.path, e))?;
+            self.lock_behind().get_or_insert(started);
+        }
+        let asked =
+            self.lock_behind().as_ref().and_then(|b| b.asks.as_ref()).is_some_and(|a| a.send(()).is_ok());
+        if asked { Ok(()) } else { self.sync() }
+    }
+
+    fn lock_behind(&self) -> MutexGuard<'_, Option<Behind>> {
+        self.behind.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn sync_locked(&self, inner: &mut Inner) -> Result<(), StoreError> {
+        let failed = self.lock_behind().as_ref().and_then(Behind::take_failure);
+        if let Some(e) = failed {
+            return Err(StoreError::io(&self.path, e));
+        }
+        self.flush(inner)?;
         if inner.len != inner.synced_len {
             inner.file.sync_data().map_err(|e| StoreError::io(&self.path, e))?;
             inner.synced_len = inner.len;
@@ -493,6 +596,7 @@ impl Journal {
                 encode(&mut buf, nonce, Kind::Attach, rel, chain.len, b"")?;
             }
             self.write(&mut inner, &buf)?;
+            self.flush(&mut inner)?;
         }
         // Also makes the cut durable when nothing is attached.
         inner.file.sync_data().map_err(|e| StoreError::io(&self.path, e))?;
@@ -579,6 +683,17 @@ impl Journal {
             tracing::warn!(journal = %self.path.display(), ?report, "journal replayed");
         }
         Ok(report)
+    }
+}
+
+impl Drop for Journal {
+    /// A journal dropped without a sync (an error path) still leaves its frames in the
+    /// file for the next open to replay, as a crash after they were written would.
+    fn drop(&mut self) {
+        let mut inner = self.lock();
+        if let Err(e) = self.flush(&mut inner) {
+            tracing::warn!(journal = %self.path.display(), error = %e, "journal frames not written at close");
+        }
     }
 }
 
@@ -1076,6 +1191,32 @@ mod tests {
         j.checkpoint().unwrap();
         drop(chain);
         assert!(ChainFile::open(&events, u64::MAX, "events").unwrap().1.lines.len() == 2);
+    }
+
+    /// A group committed behind is journaled at once and synced on the journal's thread;
+    /// its files appear at the next sync, and a crash before that replays them.
+    #[test]
+    fn a_group_committed_behind_is_replayed_and_written_at_the_next_sync() {
+        let f = fixture();
+        let response = f.job.join("step_outputs/K/response.txt");
+        {
+            let (j, _) = open(&f);
+            let mut group = WriteGroup::default();
+            group.add(response.parent().unwrap(), "response.txt", &Content::Bytes(b"answer"));
+            group.commit_behind(Some(&j)).unwrap();
+            assert!(!response.exists(), "written at the next sync");
+            j.sync().unwrap();
+            assert_eq!(fs::read(&response).unwrap(), b"answer");
+            let mut group = WriteGroup::default();
+            group.add(response.parent().unwrap(), "response.txt", &Content::Bytes(b"second"));
+            group.commit_behind(Some(&j)).unwrap();
+            // The process dies here: the thread is stopped with the journal.
+            drop(j);
+        }
+        assert_eq!(fs::read(&response).unwrap(), b"answer");
+        let (_, replay) = open(&f);
+        assert!(replay.unwrap().files_restored.contains(&"jobs/J1/step_outputs/K/response.txt".to_string()));
+        assert_eq!(fs::read(&response).unwrap(), b"second");
     }
 
     #[test]
