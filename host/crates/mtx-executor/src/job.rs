@@ -186,6 +186,8 @@ impl Job {
 
     /// Changes the job status: `job.json` and the Job History row.
     pub fn set_status(&mut self, status: JobStatus, reason: &str) -> Result<(), ExecError> {
+        // The progress file's last exchange durable before a status that may end the run.
+        self.progress_store.flush()?;
         let now = now_rfc3339();
         self.record.status = status;
         self.record.status_reason = reason.to_string();

@@ -197,6 +197,8 @@ impl JobLog {
         self.sync_logs()?;
         self.ledger().sync()?;
         if let Some(journal) = &self.journal {
+            // Also when no log has an append waiting: groups staged or committed behind.
+            journal.sync()?;
             journal.checkpoint_if_large()?;
         }
         Ok(())

@@ -516,9 +516,12 @@ pub fn resume_job(
             });
         }
         // 8.6 item 1: a progress artifact that fails to parse or validate is rebuilt. The
-        // document its last save replaced is the first choice: the loop re-executes from
-        // there as after a crash, finishing committed steps from their step outputs and
-        // replaying the recorded events, so nothing of the loop's own state is lost.
+        // previous copy is the first choice: the document the last save replaced, or the
+        // one a save was putting in place when the process died (its barrier done unless
+        // the machine lost power during it; a failed barrier empties the copy). The loop
+        // re-executes from there as after a crash, finishing committed steps from their
+        // step outputs and replaying the recorded events, so nothing of the loop's own
+        // state is lost.
         Err(e) if progress_store.load_previous::<ProgressArtifact>().is_ok() => {
             tracing::warn!(job_id, error = %e, "progress artifact unreadable; continuing from the previous one");
             progress_store.load_previous()?

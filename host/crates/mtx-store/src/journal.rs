@@ -31,7 +31,8 @@
 //! written again, a chain file gets back the appends it lost and is cut back to what the
 //! journal holds (after a power loss it may hold later bytes the journal never made
 //! durable, which could name files that did not survive); then it checkpoints. A torn last
-//! frame (a crash while it was written) is cut off, as a torn last log line is.
+//! frame (a crash while it was written) is ignored, as a torn last log line is, and the
+//! checkpoint cuts it with the rest of the file.
 //!
 //! Every chain file is attached (`Journal::attach_chain`) with its length, synced, before
 //! its first journaled append, and again after each checkpoint, so recovery knows where the
@@ -132,8 +133,9 @@ impl JournalReplay {
     }
 }
 
-/// The open journal of one job. Shared by every writer of the job (`Arc`); its lock is a
-/// leaf: nothing is called while it is held.
+/// The open journal of one job. Shared by every writer of the job (`Arc`). Nothing outside
+/// the journal is called while its lock is held; inside, the lock of its sync thread is
+/// taken after it, never before.
 #[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
@@ -198,6 +200,10 @@ struct Inner {
     allocated: u64,
     /// The current epoch's nonce (meaningless while `len` is 0).
     nonce: u64,
+    /// Why frames were lost: a write of waiting frames failed after their writers were told
+    /// they were journaled, so every later use fails too (the job stops; the next open
+    /// replays what reached the file).
+    broken: Option<String>,
     /// Attached chain files, by relative path.
     chains: BTreeMap<Vec<u8>, Chain>,
     /// What the frames since the last sync hold, for the files, in journal order: written
@@ -250,6 +256,7 @@ impl Journal {
                 file,
                 len: parsed.end as u64,
                 unwritten: Vec::new(),
+                broken: None,
                 synced_len: parsed.end as u64,
                 allocated: bytes.len() as u64,
                 nonce: parsed.nonce,
@@ -264,6 +271,8 @@ impl Journal {
         }
         let replay = journal.replay(&bytes, &parsed)?;
         journal.checkpoint()?;
+        // Bytes with no epoch in front (a torn first frame) leave nothing to checkpoint.
+        journal.release_if_empty()?;
         Ok((journal, Some(replay)))
     }
 
@@ -459,15 +468,25 @@ impl Journal {
     /// Adds frames to the epoch; they reach the file at the next sync (or once a megabyte
     /// waits).
     fn write(&self, inner: &mut Inner, buf: &[u8]) -> Result<(), StoreError> {
+        self.usable(inner)?;
         inner.unwritten.extend_from_slice(buf);
         inner.len += buf.len() as u64;
         if inner.unwritten.len() >= ALLOC_STEP as usize { self.flush(inner) } else { Ok(()) }
     }
 
+    fn usable(&self, inner: &Inner) -> Result<(), StoreError> {
+        match &inner.broken {
+            None => Ok(()),
+            Some(why) => Err(StoreError::io(&self.path, io::Error::other(why.clone()))),
+        }
+    }
+
     /// Writes the frames that wait to the file. On failure they are gone, and so is what
-    /// the sync would have done for them: the journal holds what it held before, and the
-    /// error stops the writer.
+    /// the sync would have done for them, though their writers were told they were
+    /// journaled: the journal is broken from then on (every use fails, so the job stops),
+    /// and the file holds the frames before them, which the next open replays.
     fn flush(&self, inner: &mut Inner) -> Result<(), StoreError> {
+        self.usable(inner)?;
         if inner.unwritten.is_empty() {
             return Ok(());
         }
@@ -484,6 +503,7 @@ impl Journal {
             inner.len = at;
             inner.unwritten.clear();
             inner.pending.clear();
+            inner.broken = Some(format!("journal frames lost: {e}"));
             return Err(StoreError::io(&self.path, e));
         }
         inner.allocated = inner.allocated.max(inner.len);
@@ -524,7 +544,10 @@ impl Journal {
         // Lock order: the journal's, then the thread's; never the other way.
         self.flush(&mut self.lock())?;
         if self.lock_behind().is_none() {
-            let file = self.lock().file.try_clone().map_err(|e| StoreError::io(&self.path, e))?;
+            // A handle of its own: an error a sync reports is reported once per open file,
+            // and this thread's must not hide one from the next sync's.
+            let file =
+                OpenOptions::new().write(true).open(&self.path).map_err(|e| StoreError::io(&self.path, e))?;
             let started = Behind::start(file).map_err(|e| StoreError::io(&self.path, e))?;
             self.lock_behind().get_or_insert(started);
         }
@@ -538,13 +561,14 @@ impl Journal {
     }
 
     fn sync_locked(&self, inner: &mut Inner) -> Result<(), StoreError> {
-        let failed = self.lock_behind().as_ref().and_then(Behind::take_failure);
-        if let Some(e) = failed {
-            return Err(StoreError::io(&self.path, e));
-        }
         self.flush(inner)?;
         if inner.len != inner.synced_len {
             inner.file.sync_data().map_err(|e| StoreError::io(&self.path, e))?;
+            // A background sync that failed may have taken frames this one took for durable.
+            if let Some(e) = self.lock_behind().as_ref().and_then(Behind::take_failure) {
+                inner.broken = Some(format!("journal sync failed: {e}"));
+                return Err(StoreError::io(&self.path, e));
+            }
             inner.synced_len = inner.len;
         }
         if inner.pending.is_empty() {
@@ -564,6 +588,17 @@ impl Journal {
                     Err(e) => return Err(StoreError::io(&path, e)),
                 },
             }
+        }
+        Ok(())
+    }
+
+    /// Cuts the file to nothing when no epoch is begun and no chain attached.
+    fn release_if_empty(&self) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if inner.len == 0 && inner.chains.is_empty() && inner.allocated > 0 {
+            inner.file.set_len(0).map_err(|e| StoreError::io(&self.path, e))?;
+            inner.file.sync_data().map_err(|e| StoreError::io(&self.path, e))?;
+            inner.allocated = 0;
         }
         Ok(())
     }
@@ -590,6 +625,10 @@ impl Journal {
             inner.file.set_len(0).map_err(|e| StoreError::io(&self.path, e))?;
             inner.allocated = 0;
         } else {
+            // The new epoch's frames (a few hundred bytes for a job's three logs) go over
+            // the old epoch's first ones in one write within a sector, which a power loss
+            // leaves old or new. Old, the earlier epoch is replayed again: every file it
+            // names already holds its last frame, synced above.
             let nonce = self.begin(&mut inner)?;
             let mut buf = Vec::new();
             for (rel, chain) in &inner.chains {
@@ -1217,6 +1256,20 @@ mod tests {
         let (_, replay) = open(&f);
         assert!(replay.unwrap().files_restored.contains(&"jobs/J1/step_outputs/K/response.txt".to_string()));
         assert_eq!(fs::read(&response).unwrap(), b"second");
+    }
+
+    /// A journal whose first frame is torn holds no epoch: nothing is replayed, and the
+    /// bytes are cut so the next open does not report them again.
+    #[test]
+    fn a_journal_without_a_whole_first_frame_is_emptied() {
+        let f = fixture();
+        fs::write(f.job.join(JOURNAL_FILE), b"MTXJ\x06 torn epoch frame").unwrap();
+        let (j, replay) = open(&f);
+        let replay = replay.expect("the bytes are reported");
+        assert_eq!((replay.frames, replay.torn_bytes), (0, 22));
+        assert_eq!(fs::metadata(j.path()).unwrap().len(), 0);
+        drop(j);
+        assert_eq!(Journal::recover(&f.job, &f.base).unwrap(), None);
     }
 
     #[test]

@@ -388,7 +388,8 @@ impl ProgressStore {
         self.load_from(&self.previous_path())
     }
 
-    /// Refreshes, validates and atomically replaces the document; returns the bytes written.
+    /// Refreshes, validates and atomically replaces the document; returns the document's
+    /// size (without the padding).
     /// The replaced document stays readable through [`ProgressStore::load_previous`].
     ///
     /// History the document archives (11.4) is written to its chunk files first, so the
@@ -401,7 +402,8 @@ impl ProgressStore {
     /// [`ProgressStore::save`], but only once `barrier` (run on this thread) succeeds:
     /// what a barrier makes durable is durable before the saved document names it. The
     /// previous copy is written and synced meanwhile, on a thread of its own; the names are
-    /// exchanged after both. A failed barrier leaves `path` as it was.
+    /// exchanged after both. A failed barrier leaves `path` as it was and the previous copy
+    /// empty: it must not stand for a document whose barrier never completed.
     pub fn save_after<T: ProgressDocument>(
         &self,
         doc: &mut T,
@@ -485,6 +487,12 @@ impl ProgressStore {
         let sent = worker.send(rewrite);
         let barrier = barrier();
         let Done { result: rewritten, bytes } = if sent { worker.answer() } else { Done::stopped() };
+        if barrier.is_err() {
+            let cut = std::fs::OpenOptions::new().write(true).open(&previous).and_then(|f| f.set_len(0));
+            if let Err(e) = cut {
+                tracing::warn!(path = %previous.display(), error = %e, "previous progress copy not emptied");
+            }
+        }
         let swapped = barrier.and_then(|()| {
             rewritten.map_err(|e| StoreError::io(&self.path, e))?;
             failpoint("progress.rename.before");
@@ -668,6 +676,7 @@ pub(crate) mod tests {
             .unwrap_err();
         assert!(matches!(err, StoreError::Invalid { .. }), "{err}");
         assert_eq!(store.load::<Doc>().unwrap().n, 2, "the current file is untouched");
+        assert!(store.load_previous::<Doc>().is_err(), "no fallback to a document past a failed barrier");
         // The previous copy was written meanwhile; the next save does not trust it.
         doc.n = 4;
         store.save(&mut doc).unwrap();
