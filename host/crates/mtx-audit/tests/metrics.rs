@@ -135,7 +135,7 @@ fn write_progress(state: &Path, job_id: &str) {
         policy: Default::default(),
         learning_context: Default::default(),
         current_state: Default::default(),
-        micro_tasks: vec![mt1, mt2, mt3],
+        micro_tasks: vec![mt1, mt2, mt3].into(),
         aggregate_stats: Default::default(),
         extra: Default::default(),
     };

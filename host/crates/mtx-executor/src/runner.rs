@@ -1309,7 +1309,7 @@ impl<'a> Run<'a> {
         self.emit(Event::new("FR-EVT-MT-016", payload).mt(mt_id))?;
         if let Some(i) = self.job.entry_index(mt_id) {
             self.job.progress.micro_tasks[i].status = MTStatus::Skipped;
-            self.forget_passed_specs(i);
+            self.forget_finished(i);
         }
         if self.job.progress.current_state.active_mt.as_deref() == Some(mt_id) {
             self.job.progress.current_state.active_mt = None;
@@ -1681,13 +1681,16 @@ impl<'a> Run<'a> {
         Ok(true)
     }
 
-    /// Drops the passed verify specs of a finished MT's steps: only the active MT's history
-    /// (the escalation policy's input) uses them, and every progress save carries them.
-    fn forget_passed_specs(&mut self, entry_index: usize) {
+    /// Drops what only a running MT uses once it finished: the passed verify specs of its
+    /// steps (the escalation policy's input) and its last LoRA (the `alternate` selector's).
+    /// Every progress save carries the job's extension, so it must not grow with the job.
+    fn forget_finished(&mut self, entry_index: usize) {
         let ext = &mut self.job.ext;
-        for record in &self.job.progress.micro_tasks[entry_index].iterations {
+        let entry = &self.job.progress.micro_tasks[entry_index];
+        for record in &entry.iterations {
             ext.passed_specs.remove(&record.step_id);
         }
+        ext.previous_lora.remove(&entry.mt_id);
     }
 
     fn protected_files(&self, mt: &MicroTaskDefinition) -> Vec<String> {
@@ -3134,7 +3137,7 @@ impl<'a> Run<'a> {
         entry.final_iteration = final_iteration;
         entry.final_model_level = Some(level);
         entry.summary_ref = Some(summary_ref);
-        self.forget_passed_specs(idx);
+        self.forget_finished(idx);
         self.job.progress.current_state.active_mt = None;
         if level == 0 {
             self.job.ext.job_level = 0;

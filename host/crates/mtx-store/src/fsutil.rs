@@ -267,22 +267,34 @@ fn make_dir(dir: &Path, spares: Option<&SparePool>) -> io::Result<()> {
     fs::create_dir_all(dir)
 }
 
-/// Replaces `path` with `bytes` through a temp file (a spare one when there is one) and a
-/// rename, without syncing: readers see the old or the new file, never a torn one, but only
-/// a journal makes it durable.
+/// Replaces `path` with `bytes` through a file written under another name and renamed (a
+/// spare one when there is one), without syncing: readers see the old or the new file, never
+/// a torn one, but only a journal makes it durable.
 pub(crate) fn write_unsynced(
     path: &Path,
     bytes: &[u8],
     spares: Option<&SparePool>,
 ) -> Result<(), StoreError> {
+    if let Some(pool) = spares
+        && let Some(spare) = pool.take_file()
+    {
+        match spare.install(path, bytes) {
+            Ok(()) => return Ok(()),
+            // The pool is on another filesystem or cannot rename this way: write it here.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EXDEV)) => {
+                pool.refused(&e)
+            }
+            Err(e) => return Err(StoreError::io(path, e)),
+        }
+    }
     let (dir, name) = (parent_dir(path), path.file_name().unwrap_or_default());
     let tmp = temp_path(dir, name);
-    let file = if spares.is_some_and(|pool| pool.take_file(&tmp)) {
-        OpenOptions::new().write(true).open(&tmp)
-    } else {
-        OpenOptions::new().write(true).create_new(true).open(&tmp)
-    };
-    let written = file.and_then(|mut f| f.write_all(bytes)).and_then(|()| fs::rename(&tmp, path));
+    let written = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes))
+        .and_then(|()| fs::rename(&tmp, path));
     if let Err(err) = written {
         let _ = fs::remove_file(&tmp);
         return Err(StoreError::io(path, err));
@@ -291,8 +303,16 @@ pub(crate) fn write_unsynced(
 }
 
 /// [`write_unsynced`] with the bytes of `source`: a hard link where one can be made, a copy
-/// elsewhere.
+/// elsewhere. A new name is linked in place; an existing one is replaced through a temp link.
 fn link_unsynced(source: &Path, path: &Path) -> Result<(), StoreError> {
+    match fs::hard_link(source, path) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(_) => {
+            let bytes = fs::read(source).map_err(|err| StoreError::io(source, err))?;
+            return write_unsynced(path, &bytes, None);
+        }
+    }
     let (dir, name) = (parent_dir(path), path.file_name().unwrap_or_default());
     let tmp = temp_path(dir, name);
     if fs::hard_link(source, &tmp).is_err() {
@@ -503,8 +523,14 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 fn temp_path(dir: &Path, name: &OsStr) -> PathBuf {
     let mut tmp = OsString::from(".");
     tmp.push(name);
-    tmp.push(format!(".tmp-{}-{}", std::process::id(), unique_suffix()));
+    tmp.push(format!(".tmp-{}-{}", process_id(), unique_suffix()));
     dir.join(tmp)
+}
+
+/// `std::process::id`, asked of the kernel once (it is a system call each time).
+fn process_id() -> u32 {
+    static ID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *ID.get_or_init(std::process::id)
 }
 
 fn unique_suffix() -> u64 {

@@ -1258,6 +1258,37 @@ mod tests {
         assert_eq!(fs::read(&response).unwrap(), b"second");
     }
 
+    /// With a spare pool, a group's files are the pool's spares renamed into place: new
+    /// files, files replaced, a new directory, and a link to a file of the same group; no
+    /// temp name is left in a target directory, and the pool keeps nothing it handed out.
+    #[test]
+    fn a_group_written_from_spares_lands_whole_under_its_names() {
+        let f = fixture();
+        let spares = f.base.join("spare/J1");
+        let (j, _) = Journal::open(&f.job.join(JOURNAL_FILE), &f.base).unwrap();
+        let j = j.with_spares(&spares);
+        assert!(j.spares.as_ref().unwrap().wait_for_files(8), "the pool fills");
+        let step = f.job.join("step_outputs/K");
+        let (response, copy) = (step.join("response.txt"), step.join("response.copy"));
+        for round in [&b"first"[..], b"second"] {
+            let mut group = WriteGroup::default();
+            group.add(&step, "response.txt", &Content::Bytes(round));
+            group.add(&step, "response.copy", &Content::SameAs(&response));
+            group.add(&f.job, "output.json", &Content::Bytes(round));
+            group.commit_in(Some(&j)).unwrap();
+            j.sync().unwrap();
+            assert_eq!(fs::read(&response).unwrap(), round);
+            assert_eq!(fs::read(&copy).unwrap(), round);
+            assert_eq!(fs::read(f.job.join("output.json")).unwrap(), round);
+        }
+        let mut names: Vec<_> = fs::read_dir(&step).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        assert_eq!(names, ["response.copy", "response.txt"], "no temp name is left behind");
+        drop(j);
+        assert!(!spares.exists(), "the pool is gone with the journal");
+        assert_eq!(fs::read(&response).unwrap(), b"second");
+    }
+
     /// A journal whose first frame is torn holds no epoch: nothing is replayed, and the
     /// bytes are cut so the next open does not report them again.
     #[test]

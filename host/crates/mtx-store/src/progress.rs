@@ -33,7 +33,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::thread::JoinHandle;
 
-use mtx_types::progress::{ARCHIVE_DIR, ArchiveChunk, DetachedHistory, MTProgressEntry, ProgressArtifact};
+use mtx_types::progress::{
+    ARCHIVE_DIR, ArchiveChunk, DetachedHistory, MTProgressEntry, MicroTasks, ProgressArtifact,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -92,9 +94,23 @@ pub trait ProgressDocument: Serialize + DeserializeOwned {
 /// Serialised forms of progress entries from earlier saves by the same store, reused while
 /// an entry is unchanged. A finished MT's entry does not change again, so a save does not
 /// serialise the job's whole past (the saved document still holds every entry).
-#[derive(Debug, Default)]
+///
+/// Which entries changed comes from the document's own record ([`MicroTasks::take_changes`])
+/// when the cache last saw the same instance; for any other (the first save, a document
+/// loaded or cloned since) every entry is compared with its cached form instead.
+#[derive(Debug)]
 pub struct EntryCache {
     entries: Vec<Option<CachedEntry>>,
+    /// The lineage of the entries the cache mirrors (0: none yet).
+    lineage: u64,
+    /// This cache as a taker of a document's change record.
+    id: u64,
+}
+
+impl Default for EntryCache {
+    fn default() -> Self {
+        EntryCache { entries: Vec::new(), lineage: 0, id: mtx_types::progress::next_id() }
+    }
 }
 
 #[derive(Debug)]
@@ -106,19 +122,40 @@ struct CachedEntry {
     encoded: Vec<u8>,
 }
 
+impl CachedEntry {
+    fn of(entry: &MTProgressEntry) -> CachedEntry {
+        CachedEntry {
+            entry: entry.clone(),
+            digest: mtx_types::sha256_hex(&mtx_types::canonical_json(entry)),
+            encoded: serde_json::to_vec(entry).expect("progress entries serialise"),
+        }
+    }
+}
+
 impl EntryCache {
     /// The digest and the encoded form of every entry, in order.
-    fn forms(&mut self, entries: &[MTProgressEntry]) -> Vec<(&str, &[u8])> {
+    fn forms(&mut self, entries: &mut MicroTasks) -> Vec<(&str, &[u8])> {
+        let changes = entries.take_changes(self.id);
+        let known = self.lineage == changes.lineage && self.entries.len() <= entries.len();
+        self.lineage = changes.lineage;
+        let cached = self.entries.len();
         self.entries.resize_with(entries.len(), || None);
-        for (slot, entry) in self.entries.iter_mut().zip(entries) {
-            if slot.as_ref().is_some_and(|c| &c.entry == entry) {
-                continue;
+        match changes.indexes {
+            Some(indexes) if known => {
+                for i in indexes.into_iter().filter(|&i| i < cached) {
+                    self.entries[i] = Some(CachedEntry::of(&entries[i]));
+                }
+                for (slot, entry) in self.entries.iter_mut().zip(entries.iter()).skip(cached) {
+                    *slot = Some(CachedEntry::of(entry));
+                }
             }
-            *slot = Some(CachedEntry {
-                entry: entry.clone(),
-                digest: mtx_types::sha256_hex(&mtx_types::canonical_json(entry)),
-                encoded: serde_json::to_vec(entry).expect("progress entries serialise"),
-            });
+            _ => {
+                for (slot, entry) in self.entries.iter_mut().zip(entries.iter()) {
+                    if !slot.as_ref().is_some_and(|c| &c.entry == entry) {
+                        *slot = Some(CachedEntry::of(entry));
+                    }
+                }
+            }
         }
         self.entries
             .iter()
@@ -193,30 +230,48 @@ impl ProgressDocument for ProgressArtifact {
 
     /// The document without its entries is encoded with a placeholder in their place, and
     /// the entries' cached forms are spliced in: the same bytes as the plain encoding. The
-    /// integrity digest takes the entries' cached digests.
+    /// integrity digest hashes the outline's canonical form with the entries' cached digests
+    /// streamed in at the placeholder, so no save builds a value per entry. The buffer is
+    /// sized for the padding [`ProgressStore`] adds.
     fn encode_saved(&mut self, cache: &mut EntryCache) -> Option<Vec<u8>> {
         use serde_json::Value;
+        use sha2::{Digest, Sha256};
         let entries = std::mem::take(&mut self.micro_tasks);
         let top = serde_json::to_value(&*self);
         self.micro_tasks = entries;
         let Ok(Value::Object(mut top)) = top else { return None };
         top.remove(INTEGRITY_MEMBER);
-        let forms = cache.forms(&self.micro_tasks);
-        let digests: Vec<Value> = forms.iter().map(|(digest, _)| Value::from(*digest)).collect();
-        top.insert(ENTRIES_MEMBER.into(), Value::Array(digests));
-        let outline = Value::Object(top);
-        let digest = mtx_types::sha256_hex(&mtx_types::canonical_json_value(&outline));
-        let Value::Object(mut top) = outline else { return None };
         // Replacing the value keeps the key where serde put it.
         top.insert(ENTRIES_MEMBER.into(), Value::from(ENTRIES_PLACEHOLDER));
-        top.insert(INTEGRITY_MEMBER.into(), Value::from(digest));
+        let placeholder = serde_json::to_vec(ENTRIES_PLACEHOLDER).ok()?;
+        let forms = cache.forms(&mut self.micro_tasks);
 
+        let outline = Value::Object(top);
+        let canonical = mtx_types::canonical_json_value(&outline);
         let mut needle = b"\"micro_tasks\":".to_vec();
-        needle.extend(serde_json::to_vec(ENTRIES_PLACEHOLDER).ok()?);
+        needle.extend_from_slice(&placeholder);
+        let at = find_once(&canonical, &needle)? + needle.len() - placeholder.len();
+        let mut hasher = Sha256::new();
+        hasher.update(&canonical[..at]);
+        hasher.update(b"[");
+        for (i, (digest, _)) in forms.iter().enumerate() {
+            if i > 0 {
+                hasher.update(b",");
+            }
+            hasher.update(b"\"");
+            hasher.update(digest.as_bytes());
+            hasher.update(b"\"");
+        }
+        hasher.update(b"]");
+        hasher.update(&canonical[at + placeholder.len()..]);
+        let digest = hex::encode(hasher.finalize());
+
+        let Value::Object(mut top) = outline else { return None };
+        top.insert(INTEGRITY_MEMBER.into(), Value::from(digest));
         let outline = serde_json::to_vec(&top).ok()?;
         let at = find_once(&outline, &needle)?;
-        let size: usize = forms.iter().map(|(_, encoded)| encoded.len() + 1).sum();
-        let mut bytes = Vec::with_capacity(outline.len() + size + 16);
+        let size = outline.len() + forms.iter().map(|(_, encoded)| encoded.len() + 1).sum::<usize>() + 2;
+        let mut bytes = Vec::with_capacity(size.div_ceil(PAD_BYTES) * PAD_BYTES);
         bytes.extend_from_slice(&outline[..at]);
         bytes.extend_from_slice(b"\"micro_tasks\":[");
         for (i, (_, encoded)) in forms.iter().enumerate() {
@@ -904,5 +959,52 @@ pub(crate) mod tests {
         doc.micro_tasks[1].status = mtx_types::progress::MTStatus::Skipped;
         store.save(&mut doc).unwrap();
         assert_eq!(store.load::<ProgressArtifact>().unwrap(), doc);
+    }
+
+    /// The change record decides what a save encodes again; whatever path a change takes
+    /// (an index, `get_mut`, `push`, `iter_mut`, a clone saved in between, another cache
+    /// taking the record), the bytes equal the plain encoding.
+    #[test]
+    fn the_cached_encoding_follows_the_change_record_through_clones_and_other_caches() {
+        use mtx_types::progress::MTStatus;
+        let check = |doc: &mut ProgressArtifact, cache: &mut EntryCache| {
+            let cached = doc.encode_saved(cache).expect("the cached encoding applies");
+            assert_eq!(
+                String::from_utf8(cached).unwrap(),
+                String::from_utf8(encode_plain(&*doc).unwrap()).unwrap()
+            );
+        };
+        let (mut cache, mut other) = (EntryCache::default(), EntryCache::default());
+        let mut doc = long_progress(4);
+        doc.micro_tasks.push(mtx_types::MTProgressEntry::pending("MT-003", "three"));
+        doc.micro_tasks.push(mtx_types::MTProgressEntry::pending("MT-004", "four"));
+        check(&mut doc, &mut cache);
+        doc.micro_tasks[0].status = MTStatus::Completed;
+        check(&mut doc, &mut cache);
+        doc.micro_tasks.get_mut(1).unwrap().name = "by get_mut".into();
+        check(&mut doc, &mut cache);
+        doc.micro_tasks.push(mtx_types::MTProgressEntry::pending("MT-005", "pushed"));
+        check(&mut doc, &mut cache);
+        for entry in &mut doc.micro_tasks {
+            entry.name.push('!');
+        }
+        check(&mut doc, &mut cache);
+
+        // A clone changed and saved through the same cache, then the original again.
+        let mut copy = doc.clone();
+        copy.micro_tasks[1].name = "only in the copy".into();
+        check(&mut copy, &mut cache);
+        check(&mut doc, &mut cache);
+
+        // Another cache takes the record between two saves through the first.
+        doc.micro_tasks[2].status = MTStatus::Skipped;
+        check(&mut doc, &mut other);
+        doc.micro_tasks[3].status = MTStatus::Failed;
+        check(&mut doc, &mut cache);
+        check(&mut doc, &mut other);
+
+        // Fewer entries than the cache holds.
+        doc.micro_tasks.truncate(1);
+        check(&mut doc, &mut cache);
     }
 }

@@ -96,7 +96,7 @@ pub fn rebuild_progress(
             ..LearningContext::default()
         },
         current_state: current,
-        micro_tasks: entries,
+        micro_tasks: entries.into(),
         aggregate_stats: Default::default(),
         extra: Default::default(),
     };
@@ -128,7 +128,8 @@ pub(crate) mod tests {
             micro_tasks: vec![
                 MTProgressEntry::pending("MT-001", "one"),
                 MTProgressEntry::pending("MT-002", "two"),
-            ],
+            ]
+            .into(),
             aggregate_stats: Default::default(),
             extra: Default::default(),
         }

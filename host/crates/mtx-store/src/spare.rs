@@ -4,19 +4,20 @@
 //! on this project's CI machines (ext4 on a virtual disk) 0.3 to 0.9 ms of kernel time each,
 //! against 20 to 50 us for a rename, a hard link or the overwrite of an existing file, and
 //! an iteration creates about ten (three artifacts with their sidecars, the step directory
-//! and its files). A running job's journal takes its temp files and new directories from a
-//! pool instead: a spare file is renamed to the temp name, written and renamed into place; a
+//! and its files). A running job's journal takes its new files and directories from a pool
+//! instead: a spare file comes open, is written through its handle where it lies and renamed
+//! straight to its final name (one rename, no open, no temp name in the target directory); a
 //! spare directory is renamed to the directory's name. The pool's thread makes new ones while
 //! the loop waits for the model, off the loop's path. (PostgreSQL recycles its WAL segment
 //! files for the same reason.) An empty pool is never an error: the writer creates the file
 //! itself, as it would without one.
 //!
-//! Spares are empty and named by nothing; whatever a crash leaves in the pool's directory is
-//! removed when the next pool starts there, and a pool removes its directory (and an empty
-//! parent) when it stops.
+//! Spares are named by nothing outside the pool's directory; whatever a crash leaves there (an
+//! empty spare, or one written but not yet renamed) is removed when the next pool starts
+//! there, and a pool removes its directory (and an empty parent) when it stops.
 
-use std::fs;
-use std::io;
+use std::fs::{self, File};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -44,10 +45,31 @@ struct Shared {
 
 #[derive(Debug, Default)]
 struct Spares {
-    files: Vec<PathBuf>,
+    files: Vec<SpareFile>,
     dirs: Vec<PathBuf>,
     next: u64,
     stop: bool,
+}
+
+/// An empty file of the pool, open for writing; [`SpareFile::install`] gives it its name.
+#[derive(Debug)]
+pub struct SpareFile {
+    file: File,
+    path: PathBuf,
+}
+
+impl SpareFile {
+    /// Writes `bytes` and renames the file to `to` (replacing what is there), unsynced. On
+    /// an error the spare is removed and nothing under `to` changed.
+    pub fn install(mut self, to: &Path, bytes: &[u8]) -> io::Result<()> {
+        let written = self.file.write_all(bytes);
+        drop(self.file);
+        let result = written.and_then(|()| fs::rename(&self.path, to));
+        if result.is_err() {
+            let _ = fs::remove_file(&self.path);
+        }
+        result
+    }
 }
 
 impl Shared {
@@ -72,20 +94,39 @@ impl SparePool {
         Ok(SparePool { shared, worker: Some(worker) })
     }
 
-    /// Moves a spare empty file to `to` (a name that does not exist yet, in a directory on
-    /// the same filesystem); `false` when there is none to give or it cannot move there.
-    pub fn take_file(&self, to: &Path) -> bool {
-        self.take(to, |s| &mut s.files)
+    /// A spare empty file, open for writing, on the filesystem of the pool's directory;
+    /// `None` when there is none to give.
+    pub fn take_file(&self) -> Option<SpareFile> {
+        let spare = self.shared.lock().files.pop();
+        self.shared.wake.notify_one();
+        spare
+    }
+
+    /// Waits (up to five seconds) until the pool holds `files` spare files.
+    #[cfg(test)]
+    pub(crate) fn wait_for_files(&self, files: usize) -> bool {
+        for _ in 0..500 {
+            if self.shared.lock().files.len() >= files {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        false
+    }
+
+    /// Stops making spares: the filesystem refused to move one where it was wanted (no
+    /// `RENAME_NOREPLACE`, another device), so it will not take the next either.
+    pub fn refused(&self, e: &io::Error) {
+        if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EXDEV)) {
+            self.shared.lock().stop = true;
+            self.shared.wake.notify_one();
+        }
     }
 
     /// Moves a spare empty directory to `to` (whose parent exists); `false` when there is
     /// none to give, `to` exists, or it cannot move there.
     pub fn take_dir(&self, to: &Path) -> bool {
-        self.take(to, |s| &mut s.dirs)
-    }
-
-    fn take(&self, to: &Path, kind: impl Fn(&mut Spares) -> &mut Vec<PathBuf>) -> bool {
-        let Some(spare) = kind(&mut self.shared.lock()).pop() else { return false };
+        let Some(spare) = self.shared.lock().dirs.pop() else { return false };
         match crate::fsutil::rename_noreplace(&spare, to) {
             Ok(()) => {
                 self.shared.wake.notify_one();
@@ -93,19 +134,13 @@ impl SparePool {
             }
             // `to` exists: the spare stays for the next taker.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                kind(&mut self.shared.lock()).push(spare);
+                self.shared.lock().dirs.push(spare);
                 false
             }
             Err(e) => {
-                tracing::debug!(to = %to.display(), error = %e, "spare inode not used");
-                let _ = fs::remove_dir(&spare).or_else(|_| fs::remove_file(&spare));
-                let mut s = self.shared.lock();
-                // A filesystem that cannot rename this way (no RENAME_NOREPLACE, another
-                // device) will not take the next spare either: stop making them.
-                if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EXDEV)) {
-                    s.stop = true;
-                }
-                drop(s);
+                tracing::debug!(to = %to.display(), error = %e, "spare directory not used");
+                let _ = fs::remove_dir(&spare);
+                self.refused(&e);
                 self.shared.wake.notify_one();
                 false
             }
@@ -132,16 +167,23 @@ fn fill(shared: &Shared) {
         let name = format!("{}{n}", if want_dir { "d" } else { "f" });
         let (new, path) = (shared.dir.join(MAKING).join(&name), shared.dir.join(&name));
         let made = if want_dir {
-            fs::create_dir(&new)
+            fs::create_dir(&new).map(|()| None)
         } else {
-            fs::OpenOptions::new().write(true).create_new(true).open(&new).map(drop)
+            fs::OpenOptions::new().write(true).create_new(true).open(&new).map(Some)
         };
-        if let Err(e) = made.and_then(|()| fs::rename(&new, &path)) {
-            tracing::warn!(path = %path.display(), error = %e, "spare inode pool stops");
-            return;
-        }
+        let made = made.and_then(|file| fs::rename(&new, &path).map(|()| file));
+        let file = match made {
+            Ok(file) => file,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "spare inode pool stops");
+                return;
+            }
+        };
         let mut s = shared.lock();
-        if want_dir { s.dirs.push(path) } else { s.files.push(path) }
+        match file {
+            Some(file) => s.files.push(SpareFile { file, path }),
+            None => s.dirs.push(path),
+        }
     }
 }
 
@@ -188,10 +230,20 @@ mod tests {
         wait_for(&pool, FILES, DIRS);
         assert!(!spares.join("f7").exists() || std::fs::read(spares.join("f7")).unwrap().is_empty());
 
-        let file = root.path().join("out/.x.tmp");
+        let file = root.path().join("out/x.json");
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-        assert!(pool.take_file(&file));
-        assert_eq!(std::fs::read(&file).unwrap(), b"", "a spare file is empty");
+        let spare = pool.take_file().expect("a spare file");
+        assert_eq!(std::fs::read(&spare.path).unwrap(), b"", "a spare file is empty");
+        spare.install(&file, b"first").unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"first");
+        pool.take_file().unwrap().install(&file, b"second").unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"second", "an existing file is replaced whole");
+        let spare = pool.take_file().unwrap();
+        let left = spare.path.clone();
+        let err = spare.install(&root.path().join("missing/x.json"), b"lost").unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+        assert!(!left.exists(), "a spare that could not be installed is removed");
+        assert_eq!(std::fs::read(&file).unwrap(), b"second");
         let dir = root.path().join("out/step");
         assert!(pool.take_dir(&dir));
         assert!(dir.is_dir() && std::fs::read_dir(&dir).unwrap().next().is_none());

@@ -49,7 +49,7 @@ fn progress() -> ProgressArtifact {
         policy: ExecutionPolicy::default(),
         learning_context: LearningContext::default(),
         current_state: Default::default(),
-        micro_tasks: vec![MTProgressEntry::pending("MT-001", "only")],
+        micro_tasks: vec![MTProgressEntry::pending("MT-001", "only")].into(),
         aggregate_stats: Default::default(),
         extra: Default::default(),
     }

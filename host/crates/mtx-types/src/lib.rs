@@ -53,8 +53,9 @@ pub use policy::{
     SwapFallbackStrategy,
 };
 pub use progress::{
-    AggregateStats, CurrentState, IterationOutcome, IterationRecord, JobMetrics, LearningContext, LoRAInfo,
-    MTMetrics, MTProgressEntry, MTStatus, MicroTaskMetrics, ProgressArtifact, ProgressStatus, is_valid_mt_id,
+    AggregateStats, CurrentState, EntryChanges, IterationOutcome, IterationRecord, JobMetrics,
+    LearningContext, LoRAInfo, MTMetrics, MTProgressEntry, MTStatus, MicroTaskMetrics, MicroTasks,
+    ProgressArtifact, ProgressStatus, is_valid_mt_id,
 };
 pub use swap::{ModelSwapRequest, state_hash};
 pub use validation::{ValidationResult, VerifySpecResult};

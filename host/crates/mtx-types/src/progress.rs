@@ -36,11 +36,195 @@ pub struct ProgressArtifact {
     pub policy: ExecutionPolicy,
     pub learning_context: LearningContext,
     pub current_state: CurrentState,
-    pub micro_tasks: Vec<MTProgressEntry>,
+    pub micro_tasks: MicroTasks,
     pub aggregate_stats: AggregateStats,
     /// Unknown fields, kept on read (section 3).
     #[serde(flatten, default)]
     pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `micro_tasks`: the entries in order, reading as a slice, with a record of the entries
+/// reached for change since a saver last asked ([`MicroTasks::take_changes`]).
+///
+/// A long job saves its progress at every iteration and changes one or two entries in
+/// each, while the document holds every MT it ran. The record lets a save encode and hash
+/// only what changed instead of comparing every entry with its last saved form. The record
+/// belongs to one instance and one taker: a clone or a deserialised document starts a new
+/// lineage with every entry counted as changed, and a taker other than the last one is told
+/// that every entry may have changed, so a saver never trusts a record it did not follow.
+#[derive(Debug)]
+pub struct MicroTasks {
+    entries: Vec<MTProgressEntry>,
+    changes: Changes,
+}
+
+#[derive(Debug)]
+struct Changes {
+    lineage: u64,
+    /// Who took the record last (0: nobody).
+    taker: u64,
+    /// Every entry counted as changed (a fresh lineage, `iter_mut`, a removal).
+    all: bool,
+    /// Indexes reached through `&mut` since the record was last taken (unsorted, repeats).
+    touched: Vec<usize>,
+}
+
+impl Changes {
+    fn fresh() -> Changes {
+        Changes { lineage: next_id(), taker: 0, all: true, touched: Vec::new() }
+    }
+}
+
+/// A process-unique number, never 0: a [`MicroTasks`] lineage or a taker of its record.
+pub fn next_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// What changed in a [`MicroTasks`] since its record was last taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryChanges {
+    /// The instance the record belongs to (process-unique, never 0).
+    pub lineage: u64,
+    /// The changed indexes, sorted and distinct; `None` when any entry may have changed.
+    pub indexes: Option<Vec<usize>>,
+}
+
+impl MicroTasks {
+    /// Hands the record of changed entries to `taker` (an id from [`next_id`]) and starts
+    /// a new one. The indexes count from the record's last take, by the same taker only.
+    pub fn take_changes(&mut self, taker: u64) -> EntryChanges {
+        let other = std::mem::replace(&mut self.changes.taker, taker) != taker;
+        let indexes = if std::mem::take(&mut self.changes.all) || other {
+            self.changes.touched.clear();
+            None
+        } else {
+            let mut touched = std::mem::take(&mut self.changes.touched);
+            touched.sort_unstable();
+            touched.dedup();
+            touched.retain(|&i| i < self.entries.len());
+            Some(touched)
+        };
+        EntryChanges { lineage: self.changes.lineage, indexes }
+    }
+
+    /// The entry at `index`, counted as changed.
+    pub fn get_mut(&mut self, index: usize) -> Option<&mut MTProgressEntry> {
+        let entry = self.entries.get_mut(index)?;
+        self.changes.touched.push(index);
+        Some(entry)
+    }
+
+    /// Every entry, all counted as changed.
+    pub fn iter_mut(&mut self) -> std::slice::IterMut<'_, MTProgressEntry> {
+        self.changes.all = true;
+        self.entries.iter_mut()
+    }
+
+    /// Appends an entry, counted as changed.
+    pub fn push(&mut self, entry: MTProgressEntry) {
+        self.changes.touched.push(self.entries.len());
+        self.entries.push(entry);
+    }
+
+    /// Removes every entry.
+    pub fn clear(&mut self) {
+        self.changes.all = true;
+        self.entries.clear();
+    }
+
+    /// Keeps the first `len` entries.
+    pub fn truncate(&mut self, len: usize) {
+        self.changes.all = true;
+        self.entries.truncate(len);
+    }
+
+    /// The entries without counting a change: only for edits undone before anyone reads
+    /// the record (the saved form's detach and restore).
+    fn untracked(&mut self) -> &mut [MTProgressEntry] {
+        &mut self.entries
+    }
+}
+
+impl Default for MicroTasks {
+    fn default() -> Self {
+        MicroTasks { entries: Vec::new(), changes: Changes::fresh() }
+    }
+}
+
+impl Clone for MicroTasks {
+    fn clone(&self) -> Self {
+        MicroTasks { entries: self.entries.clone(), changes: Changes::fresh() }
+    }
+}
+
+impl PartialEq for MicroTasks {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries
+    }
+}
+
+impl From<Vec<MTProgressEntry>> for MicroTasks {
+    fn from(entries: Vec<MTProgressEntry>) -> Self {
+        MicroTasks { entries, changes: Changes::fresh() }
+    }
+}
+
+impl FromIterator<MTProgressEntry> for MicroTasks {
+    fn from_iter<I: IntoIterator<Item = MTProgressEntry>>(iter: I) -> Self {
+        MicroTasks::from(iter.into_iter().collect::<Vec<_>>())
+    }
+}
+
+impl std::ops::Deref for MicroTasks {
+    type Target = [MTProgressEntry];
+    fn deref(&self) -> &[MTProgressEntry] {
+        &self.entries
+    }
+}
+
+impl std::ops::Index<usize> for MicroTasks {
+    type Output = MTProgressEntry;
+    fn index(&self, index: usize) -> &MTProgressEntry {
+        &self.entries[index]
+    }
+}
+
+impl std::ops::IndexMut<usize> for MicroTasks {
+    fn index_mut(&mut self, index: usize) -> &mut MTProgressEntry {
+        let entry = &mut self.entries[index];
+        self.changes.touched.push(index);
+        entry
+    }
+}
+
+impl<'a> IntoIterator for &'a MicroTasks {
+    type Item = &'a MTProgressEntry;
+    type IntoIter = std::slice::Iter<'a, MTProgressEntry>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a mut MicroTasks {
+    type Item = &'a mut MTProgressEntry;
+    type IntoIter = std::slice::IterMut<'a, MTProgressEntry>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter_mut()
+    }
+}
+
+impl Serialize for MicroTasks {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.entries.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for MicroTasks {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Vec::deserialize(deserializer).map(MicroTasks::from)
+    }
 }
 
 /// `status` of the progress artifact.
@@ -524,7 +708,7 @@ impl ProgressArtifact {
     /// out of `iterations`. [`ProgressArtifact::restore_archived`] puts them back.
     pub fn detach_archived(&mut self) -> DetachedHistory {
         let mut held = Vec::new();
-        for (index, entry) in self.micro_tasks.iter_mut().enumerate() {
+        for (index, entry) in self.micro_tasks.untracked().iter_mut().enumerate() {
             let archived = entry.archived_count().min(entry.iterations.len());
             if archived > 0 {
                 let tail = entry.iterations.split_off(archived);
@@ -537,7 +721,7 @@ impl ProgressArtifact {
     /// Undoes [`ProgressArtifact::detach_archived`].
     pub fn restore_archived(&mut self, detached: DetachedHistory) {
         for (index, mut head) in detached.0 {
-            if let Some(entry) = self.micro_tasks.get_mut(index) {
+            if let Some(entry) = self.micro_tasks.untracked().get_mut(index) {
                 head.append(&mut entry.iterations);
                 entry.iterations = head;
             }
@@ -733,7 +917,7 @@ pub(crate) mod tests {
                 total_escalations: 1,
                 ..CurrentState::default()
             },
-            micro_tasks: vec![first, second],
+            micro_tasks: vec![first, second].into(),
             aggregate_stats: AggregateStats::default(),
             extra: serde_json::Map::new(),
         }
@@ -901,5 +1085,37 @@ pub(crate) mod tests {
         let _ = saved.detach_archived();
         let err = saved.attach_archived(|_| panic!("a refused path is never read")).unwrap_err();
         assert!(err.contains("is not a file under progress_archive/"), "{err}");
+    }
+
+    #[test]
+    fn the_change_record_counts_every_mutable_path_and_belongs_to_one_instance_and_taker() {
+        let mut tasks: MicroTasks =
+            (1..=4).map(|n| MTProgressEntry::pending(format!("MT-00{n}"), "t")).collect();
+        let lineage = tasks.take_changes(7).lineage;
+        assert_eq!(tasks.take_changes(7), EntryChanges { lineage, indexes: Some(vec![]) });
+        let _ = &tasks[3];
+        let _ = tasks.iter().count();
+        assert_eq!(tasks.take_changes(7).indexes, Some(vec![]), "reads change nothing");
+        tasks[2].name = "x".into();
+        tasks.get_mut(0).unwrap().name = "y".into();
+        tasks[2].status = MTStatus::Completed;
+        tasks.push(MTProgressEntry::pending("MT-005", "new"));
+        assert_eq!(tasks.take_changes(7).indexes, Some(vec![0, 2, 4]));
+        for entry in &mut tasks {
+            entry.name.clear();
+        }
+        assert_eq!(tasks.take_changes(7).indexes, None, "iter_mut counts every entry");
+        tasks[1].name = "z".into();
+        assert_eq!(tasks.take_changes(8).indexes, None, "another taker is told everything");
+        assert_eq!(tasks.take_changes(7).indexes, None, "and so is the one before it");
+        let mut copy = tasks.clone();
+        let theirs = copy.take_changes(7);
+        assert!(theirs.lineage != lineage && theirs.indexes.is_none(), "a clone is a new lineage");
+        assert_eq!(copy, tasks);
+        let json = serde_json::to_string(&tasks).unwrap();
+        assert!(json.starts_with("[{"), "serialised as the plain array");
+        let mut back: MicroTasks = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, tasks);
+        assert_eq!(back.take_changes(7).indexes, None);
     }
 }

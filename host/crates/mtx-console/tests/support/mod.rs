@@ -124,7 +124,7 @@ fn progress(job_id: &str, wp: &str, micro_tasks: Vec<MTProgressEntry>) -> Progre
             pending_distillation_jobs: 0,
         },
         current_state: mtx_types::CurrentState::default(),
-        micro_tasks,
+        micro_tasks: micro_tasks.into(),
         aggregate_stats: mtx_types::AggregateStats::default(),
         extra: serde_json::Map::new(),
     }
