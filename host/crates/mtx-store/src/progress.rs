@@ -97,7 +97,7 @@ pub trait ProgressDocument: Serialize + DeserializeOwned {
 ///
 /// Which entries changed comes from the document's own record ([`MicroTasks::take_changes`])
 /// when the cache last saw the same instance; for any other (the first save, a document
-/// loaded or cloned since) every entry is compared with its cached form instead.
+/// loaded or cloned since) every entry is encoded and compared with its cached bytes.
 #[derive(Debug)]
 pub struct EntryCache {
     entries: Vec<Option<CachedEntry>>,
@@ -115,7 +115,6 @@ impl Default for EntryCache {
 
 #[derive(Debug)]
 struct CachedEntry {
-    entry: MTProgressEntry,
     /// SHA-256 of the entry's canonical JSON.
     digest: String,
     /// The entry as it stands in the file.
@@ -124,12 +123,16 @@ struct CachedEntry {
 
 impl CachedEntry {
     fn of(entry: &MTProgressEntry) -> CachedEntry {
-        CachedEntry {
-            entry: entry.clone(),
-            digest: mtx_types::sha256_hex(&mtx_types::canonical_json(entry)),
-            encoded: serde_json::to_vec(entry).expect("progress entries serialise"),
-        }
+        CachedEntry::encoded(entry, encode_entry(entry))
     }
+
+    fn encoded(entry: &MTProgressEntry, encoded: Vec<u8>) -> CachedEntry {
+        CachedEntry { digest: mtx_types::sha256_hex(&mtx_types::canonical_json(entry)), encoded }
+    }
+}
+
+fn encode_entry(entry: &MTProgressEntry) -> Vec<u8> {
+    serde_json::to_vec(entry).expect("progress entries serialise")
 }
 
 impl EntryCache {
@@ -149,10 +152,13 @@ impl EntryCache {
                     *slot = Some(CachedEntry::of(entry));
                 }
             }
+            // The entry's bytes decide: equal bytes are an equal entry in the file, and
+            // the digest is a function of them.
             _ => {
                 for (slot, entry) in self.entries.iter_mut().zip(entries.iter()) {
-                    if !slot.as_ref().is_some_and(|c| &c.entry == entry) {
-                        *slot = Some(CachedEntry::of(entry));
+                    let encoded = encode_entry(entry);
+                    if slot.as_ref().is_none_or(|c| c.encoded != encoded) {
+                        *slot = Some(CachedEntry::encoded(entry, encoded));
                     }
                 }
             }
