@@ -281,9 +281,7 @@ pub(crate) fn write_unsynced(
         match spare.install(path, bytes) {
             Ok(()) => return Ok(()),
             // The pool is on another filesystem or cannot rename this way: write it here.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EXDEV)) => {
-                pool.refused(&e)
-            }
+            Err(e) if pool.refused(&e) => {}
             Err(e) => return Err(StoreError::io(path, e)),
         }
     }
@@ -305,19 +303,19 @@ pub(crate) fn write_unsynced(
 /// [`write_unsynced`] with the bytes of `source`: a hard link where one can be made, a copy
 /// elsewhere. A new name is linked in place; an existing one is replaced through a temp link.
 fn link_unsynced(source: &Path, path: &Path) -> Result<(), StoreError> {
+    let copy = || {
+        let bytes = fs::read(source).map_err(|err| StoreError::io(source, err))?;
+        write_unsynced(path, &bytes, None)
+    };
     match fs::hard_link(source, path) {
         Ok(()) => return Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(_) => {
-            let bytes = fs::read(source).map_err(|err| StoreError::io(source, err))?;
-            return write_unsynced(path, &bytes, None);
-        }
+        Err(_) => return copy(),
     }
     let (dir, name) = (parent_dir(path), path.file_name().unwrap_or_default());
     let tmp = temp_path(dir, name);
     if fs::hard_link(source, &tmp).is_err() {
-        let bytes = fs::read(source).map_err(|err| StoreError::io(source, err))?;
-        return write_unsynced(path, &bytes, None);
+        return copy();
     }
     let renamed = fs::rename(&tmp, path);
     // Renaming a link onto a name of the same file is a no-op that keeps both.

@@ -114,13 +114,16 @@ impl SparePool {
         false
     }
 
-    /// Stops making spares: the filesystem refused to move one where it was wanted (no
-    /// `RENAME_NOREPLACE`, another device), so it will not take the next either.
-    pub fn refused(&self, e: &io::Error) {
-        if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EXDEV)) {
+    /// Whether `e`, from moving a spare where it was wanted, says the filesystem refuses
+    /// such moves (no `RENAME_NOREPLACE`, another device); if so the pool stops making
+    /// spares, since it will not take the next one either.
+    pub fn refused(&self, e: &io::Error) -> bool {
+        let refused = matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EXDEV));
+        if refused {
             self.shared.lock().stop = true;
             self.shared.wake.notify_one();
         }
+        refused
     }
 
     /// Moves a spare empty directory to `to` (whose parent exists); `false` when there is

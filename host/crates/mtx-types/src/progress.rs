@@ -73,6 +73,20 @@ impl Changes {
     fn fresh() -> Changes {
         Changes { lineage: next_id(), taker: 0, all: true, touched: Vec::new() }
     }
+
+    /// Records that entry `index` of `len` was reached. A record nobody takes for long
+    /// collapses to "every entry" rather than grow past a few times the entries.
+    fn touch(&mut self, index: usize, len: usize) {
+        if self.all {
+            return;
+        }
+        if self.touched.len() >= 4 * len + 64 {
+            self.all = true;
+            self.touched.clear();
+        } else {
+            self.touched.push(index);
+        }
+    }
 }
 
 /// A process-unique number, never 0: a [`MicroTasks`] lineage or a taker of its record.
@@ -111,9 +125,10 @@ impl MicroTasks {
 
     /// The entry at `index`, counted as changed.
     pub fn get_mut(&mut self, index: usize) -> Option<&mut MTProgressEntry> {
-        let entry = self.entries.get_mut(index)?;
-        self.changes.touched.push(index);
-        Some(entry)
+        if index < self.entries.len() {
+            self.changes.touch(index, self.entries.len());
+        }
+        self.entries.get_mut(index)
     }
 
     /// Every entry, all counted as changed.
@@ -124,8 +139,8 @@ impl MicroTasks {
 
     /// Appends an entry, counted as changed.
     pub fn push(&mut self, entry: MTProgressEntry) {
-        self.changes.touched.push(self.entries.len());
         self.entries.push(entry);
+        self.changes.touch(self.entries.len() - 1, self.entries.len());
     }
 
     /// Removes every entry.
@@ -193,9 +208,8 @@ impl std::ops::Index<usize> for MicroTasks {
 
 impl std::ops::IndexMut<usize> for MicroTasks {
     fn index_mut(&mut self, index: usize) -> &mut MTProgressEntry {
-        let entry = &mut self.entries[index];
-        self.changes.touched.push(index);
-        entry
+        self.changes.touch(index, self.entries.len());
+        &mut self.entries[index]
     }
 }
 
@@ -1117,5 +1131,10 @@ pub(crate) mod tests {
         let mut back: MicroTasks = serde_json::from_str(&json).unwrap();
         assert_eq!(back, tasks);
         assert_eq!(back.take_changes(7).indexes, None);
+        for _ in 0..1_000 {
+            back[1].name.push('.');
+        }
+        assert_eq!(back.changes.touched.len(), 0, "a record nobody takes stays small");
+        assert_eq!(back.take_changes(7).indexes, None, "and counts every entry");
     }
 }
