@@ -5,7 +5,8 @@
 //! measured in the same run: one `write` + `fsync` of 256 bytes into an existing small file,
 //! and one spawn of `true`. It never asserts a time; speed is read, not tested.
 //!
-//! `MTX_BENCH_DIR` moves the job and baseline files (default: the system temp dir).
+//! `MTX_BENCH_DIR` moves the job and baseline files (default: the system temp dir); they
+//! are removed when the bench ends (see [`SCRATCH`]), or left with `MTX_BENCH_KEEP`.
 //! `MTX_BENCH_PART=loop` runs only the loop job (for counting fsyncs under `strace -c`),
 //! `MTX_BENCH_LOOP_ITERS` lowers its iteration budget (default 500, the spec's maximum),
 //! `MTX_BENCH_DEBUG` prints the loop job's MT events other than MT-002 to stderr, and the
@@ -39,7 +40,8 @@ const CASSETTE_PER_LEVEL: u32 = 6;
 fn main() {
     let base = std::env::var_os("MTX_BENCH_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&base).expect("bench dir");
-    let cache = tempfile::tempdir_in(&base).expect("cache dir");
+    let _cleanup = RemoveScratch;
+    let cache = scratch(&base);
     let budget: u32 =
         std::env::var("MTX_BENCH_LOOP_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(500).clamp(1, 500);
     let long_target: u32 = std::env::var("MTX_BENCH_LONG_ITERS")
@@ -103,6 +105,44 @@ fn main() {
     planning(&base, cache.path(), f50);
 }
 
+/// Directories of this run, removed when it ends ([`RemoveScratch`]), not when the job that
+/// used them does. ext4 without a journal (the disk of this project's machines) does not
+/// hand out an inode freed in the last one to five minutes, and checks every such inode of
+/// the block group, one inode-table lookup each, on every later create
+/// (`recently_deleted` in `find_inode_bit`): a job's directory removed before the next job
+/// starts makes each file the next job creates cost up to a millisecond of kernel time, and
+/// that is the bench's own cleanup, not anything mtx does (a running job removes nothing).
+static SCRATCH: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+fn scratch(base: &Path) -> Scratch {
+    let dir = tempfile::Builder::new().prefix("mtx-bench-").tempdir_in(base).expect("scratch dir").keep();
+    SCRATCH.lock().unwrap_or_else(|p| p.into_inner()).push(dir.clone());
+    Scratch(dir)
+}
+
+struct RemoveScratch;
+
+impl Drop for RemoveScratch {
+    /// `MTX_BENCH_KEEP` leaves the directories (for runs back to back, removed together
+    /// after the last).
+    fn drop(&mut self) {
+        if std::env::var_os("MTX_BENCH_KEEP").is_some() {
+            return;
+        }
+        for dir in SCRATCH.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 /// One iteration as read back from the Flight Recorder.
 struct Iteration {
     wall_ms: f64,
@@ -114,10 +154,10 @@ struct Iteration {
 /// `budget` local levels of the same model (then a HARD_GATE level), with
 /// `max_iterations_per_mt = 20` and `max_total_iterations = budget`. Returns every iteration followed by another one.
 fn loop_job(base: &Path, cache: &Path, budget: u32) -> Vec<Iteration> {
-    let ws = tempfile::tempdir_in(base).expect("workspace");
+    let ws = scratch(base);
     std::fs::create_dir_all(ws.path().join("src")).expect("src");
     std::fs::write(ws.path().join("src/a.txt"), "old text\n").expect("a.txt");
-    let packet_dir = tempfile::tempdir_in(base).expect("packet dir");
+    let packet_dir = scratch(base);
     let wp = packet_dir.path().join("wp.json");
     let packet = json!({
         "wp_id": "WP-BENCH-LOOP",
@@ -276,7 +316,7 @@ fn iterations(job_dir: &Path) -> Vec<Iteration> {
 /// and waves of 1,000 definitions with a dependency DAG.
 fn planning(base: &Path, cache: &Path, fsync_p50: f64) {
     const ITEMS: usize = 999;
-    let packet_dir = tempfile::tempdir_in(base).expect("packet dir");
+    let packet_dir = scratch(base);
     let wp_path = packet_dir.path().join("wp.json");
     let done: Vec<String> = (0..ITEMS).map(|i| format!("src/f{i:04}.txt says hello {i}")).collect();
     let packet = json!({
@@ -485,12 +525,12 @@ fn command_ms(e: &mtx_store::EventEnvelope) -> Option<f64> {
 fn long_job(base: &Path, cache: &Path, target: u32, fsync_p50: f64, spawn_p50: f64) {
     let debug = std::env::var_os("MTX_BENCH_DEBUG").is_some();
     let items = (target / LONG_PER_MT + 5).min(999) as usize;
-    let ws = tempfile::tempdir_in(base).expect("workspace");
+    let ws = scratch(base);
     std::fs::create_dir_all(ws.path().join("src")).expect("src");
     for i in 1..=items {
         std::fs::write(ws.path().join(format!("src/f{i:03}.txt")), format!("old text {i}\n")).expect("file");
     }
-    let packet_dir = tempfile::tempdir_in(base).expect("packet dir");
+    let packet_dir = scratch(base);
     let wp = packet_dir.path().join("wp.json");
     let done: Vec<String> = (1..=items).map(|i| format!("src/f{i:03}.txt says hello {i}")).collect();
     let packet = json!({
@@ -786,7 +826,7 @@ fn baselines(base: &Path) -> (f64, f64) {
 /// What a new inode costs on this filesystem: the reason a running job takes its temp files
 /// from a pool of spares (`mtx_store::spare`).
 fn create_baseline(base: &Path, n: usize) -> Vec<f64> {
-    let dir = tempfile::tempdir_in(base).expect("baseline dir");
+    let dir = scratch(base);
     (0..n)
         .map(|i| {
             let t = Instant::now();
@@ -797,7 +837,7 @@ fn create_baseline(base: &Path, n: usize) -> Vec<f64> {
 }
 
 fn fsync_baseline(base: &Path, n: usize) -> Vec<f64> {
-    let dir = tempfile::tempdir_in(base).expect("baseline dir");
+    let dir = scratch(base);
     let path = dir.path().join("baseline.bin");
     std::fs::write(&path, [0u8; 256]).expect("baseline file");
     let mut f = std::fs::OpenOptions::new().write(true).open(&path).expect("open baseline");

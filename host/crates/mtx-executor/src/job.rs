@@ -144,16 +144,18 @@ pub fn internal(e: impl Into<anyhow::Error>) -> ExecError {
     ExecError::Internal(e.into())
 }
 
-/// A handle on a file of the job directory, named by its path relative to the job dir.
-pub fn file_handle(dir: &JobDir, rel: &str) -> ArtifactHandle {
+/// A handle on a file of the job directory, named by its path relative to the job dir (the
+/// journal settled first: the file as the records so far leave it).
+pub fn file_handle(dir: &JobDir, rel: &str) -> Result<ArtifactHandle, ExecError> {
+    dir.settled()?;
     let bytes = std::fs::read(dir.root().join(rel)).unwrap_or_default();
-    ArtifactHandle {
+    Ok(ArtifactHandle {
         artifact_id: uuid::Uuid::now_v7().to_string(),
         path: rel.to_string(),
         sha256: sha256_hex(&bytes),
         size_bytes: Some(bytes.len() as u64),
         media_type: Some("application/json".into()),
-    }
+    })
 }
 
 impl Job {
@@ -180,7 +182,7 @@ impl Job {
         self.progress.extra.insert(EXT_KEY.into(), ext);
         // Write-ahead: the events describing this state are durable before it is (the
         // store writes its copy meanwhile, and puts it in place after the barrier).
-        self.progress_store.save_after(&mut self.progress, || self.log.sync())?;
+        self.progress_store.save_after(&mut self.progress, || self.log.sync_apply_behind())?;
         Ok(())
     }
 
@@ -307,8 +309,8 @@ impl Job {
         self.record.job_metrics.total_tokens = s.total_tokens_prompt + s.total_tokens_completion;
         self.record.job_metrics.tokens_executor = self.record.job_metrics.total_tokens;
         self.record.job_metrics.duration_ms = s.total_duration_ms;
-        self.record.progress_artifact_ref = file_handle(&self.dir, "progress_artifact.json");
-        self.record.run_ledger_ref = file_handle(&self.dir, "run_ledger.jsonl");
+        self.record.progress_artifact_ref = file_handle(&self.dir, "progress_artifact.json")?;
+        self.record.run_ledger_ref = file_handle(&self.dir, "run_ledger.jsonl")?;
         let bytes = serde_json::to_vec_pretty(&self.record).map_err(internal)?;
         self.dir.write_file("job.json", &bytes)?;
         Ok(())
@@ -411,6 +413,7 @@ pub fn history_row(record: &MicroTaskExecutorJob, dir: &JobDir) -> JobRow {
 /// Reads `job.json` of an existing job.
 pub fn read_record(dir: &JobDir) -> Result<MicroTaskExecutorJob, ExecError> {
     let path = dir.job_json();
+    dir.settled()?;
     let bytes = std::fs::read(&path)
         .map_err(|_| ExecError::NotFound(format!("job {} has no job record", dir.job_id())))?;
     serde_json::from_slice(&bytes)
@@ -431,6 +434,7 @@ pub struct DefinitionsDoc {
 
 pub fn read_definitions(dir: &JobDir) -> Result<DefinitionsDoc, ExecError> {
     let path = dir.root().join(MT_DEFINITIONS_FILE);
+    dir.settled()?;
     let bytes = std::fs::read(&path).map_err(internal)?;
     serde_json::from_slice(&bytes).map_err(|e| internal(anyhow::anyhow!("{}: {e}", path.display())))
 }

@@ -215,14 +215,32 @@ impl JobLog {
         Ok(())
     }
 
+    /// [`JobLog::sync`], but with a journal the files and appends its frames hold are
+    /// written on the journal's thread ([`Journal::sync_apply_behind`]): for the barrier
+    /// before a model call and the one of a progress save, which are followed by work that
+    /// reads no journaled file (the call; the save and the loop's next steps). Everything
+    /// is durable when it returns. Every read of a journaled file settles the journal
+    /// first: the artifact store, the job directory's reads (`JobDir::settled`), and the
+    /// journal's own syncs.
+    pub fn sync_apply_behind(&self) -> Result<(), StoreError> {
+        let Some(journal) = &self.journal else { return self.sync() };
+        journal.sync_apply_behind()?;
+        self.index_if_due();
+        journal.checkpoint_if_large()
+    }
+
     fn sync_logs(&self) -> Result<(), StoreError> {
         self.recorder.sync()?;
         // The inputs before the ledger records that name them.
         lock(&self.inputs).sync()?;
+        self.index_if_due();
+        Ok(())
+    }
+
+    fn index_if_due(&self) {
         if lock(&self.unindexed).len() >= INDEX_BATCH {
             self.flush_index();
         }
-        Ok(())
     }
 
     fn flush_index(&self) {

@@ -1587,8 +1587,8 @@ impl<'a> Run<'a> {
     }
 
     fn record_completion(&mut self, job_status: JobStatus, reason: &str) -> Result<(), ExecError> {
-        let progress_ref = file_handle(&self.job.dir, "progress_artifact.json");
-        let ledger_ref = file_handle(&self.job.dir, "run_ledger.jsonl");
+        let progress_ref = file_handle(&self.job.dir, "progress_artifact.json")?;
+        let ledger_ref = file_handle(&self.job.dir, "run_ledger.jsonl")?;
         self.emit(Event::new(
             "FR-EVT-MT-009",
             json!({
@@ -2024,8 +2024,9 @@ impl<'a> Run<'a> {
         group.stage_in(self.job.dir.journal())?;
         // 8.3 item 3: the `in_progress` record durable before the model call. With a journal
         // this one fdatasync also covers the prompt, the ContextSnapshot, their events and
-        // the step's files, which reach the disk right after it.
-        self.job.log.ledger().sync()?;
+        // the step's files, which the journal's thread writes under their names during the
+        // call; `call_model` settles the journal as soon as the call returns.
+        self.job.log.sync_apply_behind()?;
 
         // j. the model call (never repeated for a stored response)
         let outcome = if !overflow {
@@ -2072,6 +2073,8 @@ impl<'a> Run<'a> {
         if self.cancel_requested(&mt_id)? {
             return Ok(Some(Flow::Stop));
         }
+        // Every file of the step in place (`call_model` settled already when it called).
+        self.job.dir.settled()?;
         let response = outcome.text.clone().unwrap_or_default();
 
         // k. completion signal
@@ -2883,6 +2886,7 @@ impl<'a> Run<'a> {
     fn read_escalation_record(&self, mt_id: &str) -> Option<EscalationRecord> {
         let idx = self.job.entry_index(mt_id)?;
         let h = self.job.progress.micro_tasks[idx].escalation_record_ref.as_ref()?;
+        self.job.dir.settled().ok()?;
         let bytes = std::fs::read(self.job.dir.resolve(&h.path).ok()?).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
@@ -3337,6 +3341,7 @@ impl<'a> Run<'a> {
             return Ok(None);
         };
         let path = self.job.dir.step_dir(&key)?.join(INTENT_FILE);
+        self.job.dir.settled()?;
         let Ok(bytes) = std::fs::read(&path) else { return Ok(None) };
         let Ok(intent) = serde_json::from_slice::<Prepared>(&bytes) else {
             tracing::warn!(step_id, path = %path.display(), "unreadable step intent; compiling afresh");
@@ -3375,6 +3380,9 @@ impl<'a> Run<'a> {
     /// 5.3 j with 11.2: the model call, or the stored response for this idempotency key.
     fn call_model(&mut self, request: &wit::ModelRequest, key: &str) -> Result<ModelOutcome, ExecError> {
         let step_dir = self.job.dir.step_dir(key)?;
+        // Read before the journal settles (the files of the sync before this call may still
+        // be on their way): only this function writes a step's response, so what is there
+        // now is what an earlier run of the step stored.
         if let Ok(text) = std::fs::read_to_string(step_dir.join("response.txt")) {
             let meta: Value = std::fs::read(step_dir.join("response.json"))
                 .ok()
@@ -3402,6 +3410,7 @@ impl<'a> Run<'a> {
                 cap: None,
             };
             let r = self.host.complete(&self.backend, &request, &ctx);
+            self.job.dir.settled()?;
             self.flush();
             match r {
                 Ok(resp) => {
@@ -3711,6 +3720,7 @@ impl<'a> Run<'a> {
         // 5.13.2 steps 2-3: persist, then hash exactly what was persisted.
         self.job.save_progress()?;
         let refs = ["progress_artifact.json".to_string(), "run_ledger.jsonl".to_string()];
+        self.job.dir.settled()?;
         let contents: Vec<(String, Vec<u8>)> = refs
             .iter()
             .map(|r| (r.clone(), std::fs::read(self.job.dir.root().join(r)).unwrap_or_default()))

@@ -98,9 +98,12 @@ impl ArtifactStore {
         let rel = Self::rel_path(&hash);
         let blob = self.root.join(&rel);
         let sidecar = self.root.join(format!("{rel}.meta.json"));
-        let staged = group.bytes_of(&sidecar).map(<[u8]>::to_vec);
-        // Or a group the journal holds until its next sync.
-        let staged = staged.or_else(|| self.journal.as_ref().and_then(|j| j.staged_bytes(&sidecar)));
+        let mut staged = group.bytes_of(&sidecar).map(<[u8]>::to_vec);
+        if let (None, Some(journal)) = (&staged, &self.journal) {
+            // Or a group the journal holds until its next sync (and the files of earlier
+            // syncs in place, for the reads below).
+            staged = journal.staged_bytes(&sidecar)?;
+        }
         if let Some(staged) = staged.as_deref() {
             let existing: ArtifactMeta = serde_json::from_slice(staged)
                 .map_err(|e| StoreError::BadMeta { path: rel.clone(), message: e.to_string() })?;
@@ -154,9 +157,16 @@ impl ArtifactStore {
         self.checked_path(&handle.path)
     }
 
+    /// Waits until the files the journal holds for this store are in place
+    /// ([`Journal::settle`]); a store without a journal has nothing to wait for.
+    fn settled(&self) -> Result<(), StoreError> {
+        self.journal.as_deref().map_or(Ok(()), Journal::settle)
+    }
+
     /// Reads an artifact and checks its bytes against the handle's hash.
     pub fn get(&self, handle: &ArtifactHandle) -> Result<Vec<u8>, StoreError> {
         let path = self.checked_path(&handle.path)?;
+        self.settled()?;
         let bytes = match fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -178,6 +188,7 @@ impl ArtifactStore {
     /// The sidecar metadata of an artifact.
     pub fn meta(&self, handle: &ArtifactHandle) -> Result<ArtifactMeta, StoreError> {
         self.checked_path(&handle.path)?;
+        self.settled()?;
         self.read_meta_if_present(&handle.path)?
             .ok_or_else(|| StoreError::Missing(format!("{}.meta.json", handle.path)))
     }

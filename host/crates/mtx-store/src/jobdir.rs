@@ -378,7 +378,15 @@ impl JobDir {
 
     /// Whether `step_outputs/<key>/output.json` exists.
     pub fn step_output_exists(&self, idempotency_key: &str) -> bool {
-        self.step_dir(idempotency_key).is_ok_and(|d| d.join("output.json").is_file())
+        // A journal that cannot settle is broken, and its next use says so.
+        self.settled().is_ok()
+            && self.step_dir(idempotency_key).is_ok_and(|d| d.join("output.json").is_file())
+    }
+
+    /// Waits until the files the journal holds are in place ([`Journal::settle`]): every
+    /// read of a journaled file of the job runs it first.
+    pub fn settled(&self) -> Result<(), StoreError> {
+        self.journal().map_or(Ok(()), Journal::settle)
     }
 
     /// Reads `output.json` of a step; `None` when the step never finished.
@@ -387,6 +395,7 @@ impl JobDir {
         idempotency_key: &str,
     ) -> Result<Option<(StepOutput, ArtifactHandle)>, StoreError> {
         let path = self.step_dir(idempotency_key)?.join("output.json");
+        self.settled()?;
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -423,6 +432,7 @@ impl JobDir {
     /// bytes); `None` when there is no such file.
     pub fn handle_of(&self, rel: &str) -> Result<Option<ArtifactHandle>, StoreError> {
         let path = self.resolve(rel)?;
+        self.settled()?;
         match std::fs::read(&path) {
             Ok(bytes) => Ok(Some(file_handle(stable_artifact_id(&bytes), rel.to_owned(), &bytes))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -434,6 +444,7 @@ impl JobDir {
     /// it was not there.
     pub fn discard(&self, rel: &str) -> Result<bool, StoreError> {
         let path = self.resolve(rel)?;
+        self.settled()?;
         if let Some(journal) = self.journal()
             && path.exists()
         {

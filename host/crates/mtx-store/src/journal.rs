@@ -12,6 +12,12 @@
 //!   rename, unsynced). So a file a group wrote is only ever visible with its frame durable.
 //! - An append to a chain file (events, ledger) or the input pack goes to the journal first
 //!   and to the file at once, unsynced; a barrier syncs the journal alone.
+//! - A sync applied behind (`Journal::sync_apply_behind`: the barrier before a model call and
+//!   the one of a progress save) returns once the frames are durable and leaves their files
+//!   and appends to a thread of the journal's own, which writes them in the order of the
+//!   syncs. `Journal::settle` waits for that thread; every other sync, `staged_bytes`, a
+//!   checkpoint and the reads of the artifact store and the job directory run it first, so
+//!   no read in the process sees a file behind the records that name it.
 //! - A checkpoint makes every file written so far durable with one `syncfs` of the state's
 //!   filesystem and empties the journal. An empty (or missing) journal means the files are
 //!   the truth, as they are for a job that was never journaled.
@@ -43,14 +49,14 @@
 //! (u32), the path (relative to the journal's base, the state directory), the data, and a
 //! CRC-32 of the epoch's nonce followed by everything from the kind to the end of the data.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
 
 use crate::error::StoreError;
 use crate::failpoint::{failpoint, failpoint_with};
@@ -142,7 +148,7 @@ pub struct Journal {
     base: PathBuf,
     inner: Mutex<Inner>,
     /// Where a write group's temp files and new directories come from (`crate::spare`).
-    spares: Option<SparePool>,
+    spares: Option<Arc<SparePool>>,
     /// The thread of [`Journal::sync_behind`], once asked.
     behind: Mutex<Option<Behind>>,
 }
@@ -209,15 +215,141 @@ struct Inner {
     /// What the frames since the last sync hold, for the files, in journal order: written
     /// once the frames are durable, so a file never shows what a power loss could take back.
     pending: Vec<Pending>,
+    /// The thread of [`Journal::sync_apply_behind`], once asked.
+    applier: Option<Applier>,
 }
 
 #[derive(Debug)]
 struct Chain {
     /// Length as journaled.
     len: u64,
-    /// Opened for writing at attach.
-    file: File,
+    /// Opened for writing at attach; shared with the applier's writes.
+    file: Arc<File>,
     path: PathBuf,
+}
+
+/// What a sync leaves to do once its frames are durable, in journal order.
+#[derive(Debug)]
+enum Apply {
+    Group(WriteGroup),
+    Append { file: Arc<File>, path: PathBuf, offset: u64, bytes: Vec<u8> },
+    Remove(PathBuf),
+}
+
+/// Writes what synced frames hold under the files' names.
+fn apply(ops: Vec<Apply>, spares: Option<&SparePool>) -> Result<(), StoreError> {
+    for op in ops {
+        match op {
+            Apply::Group(group) => group.write_files(spares)?,
+            Apply::Append { file, path, offset, bytes } => {
+                file.write_all_at(&bytes, offset).map_err(|e| StoreError::io(&path, e))?
+            }
+            Apply::Remove(path) => match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io(&path, e)),
+            },
+        }
+    }
+    Ok(())
+}
+
+/// A thread that writes what synced frames hold while the writer goes on: the files of a
+/// [`Journal::sync_apply_behind`], in the order of the syncs. [`Journal::settle`] waits for
+/// it; every other sync settles before it writes, so the files see one order.
+#[derive(Debug)]
+struct Applier {
+    shared: Arc<ApplyShared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Debug, Default)]
+struct ApplyShared {
+    state: Mutex<ApplyState>,
+    /// A batch came in, a batch is done, or the thread should stop.
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct ApplyState {
+    batches: VecDeque<Vec<Apply>>,
+    /// A batch is taken and not yet written.
+    busy: bool,
+    /// The first write that failed. The batches after it are dropped unwritten (a link may
+    /// name a file that failed); their frames are durable, so the next open writes them.
+    failed: Option<StoreError>,
+    stop: bool,
+}
+
+impl ApplyShared {
+    fn lock(&self) -> MutexGuard<'_, ApplyState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Applier {
+    fn start(spares: Option<Arc<SparePool>>) -> io::Result<Applier> {
+        let shared = Arc::new(ApplyShared::default());
+        let work = Arc::clone(&shared);
+        let thread = std::thread::Builder::new().name("mtx-journal-apply".into()).spawn(move || {
+            let mut state = work.lock();
+            loop {
+                let Some(batch) = state.batches.pop_front() else {
+                    if state.stop {
+                        return;
+                    }
+                    state = work.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+                    continue;
+                };
+                if state.failed.is_none() {
+                    state.busy = true;
+                    drop(state);
+                    let result = apply(batch, spares.as_deref());
+                    state = work.lock();
+                    state.busy = false;
+                    if let Err(e) = result {
+                        state.failed = Some(e);
+                    }
+                }
+                work.changed.notify_all();
+            }
+        })?;
+        Ok(Applier { shared, thread: Some(thread) })
+    }
+
+    fn push(&self, batch: Vec<Apply>) {
+        self.shared.lock().batches.push_back(batch);
+        self.shared.changed.notify_all();
+    }
+
+    /// Waits until every batch handed over is written; the first failure, once.
+    fn settle(&self) -> Result<(), StoreError> {
+        let mut state = self.shared.lock();
+        while state.busy || !state.batches.is_empty() {
+            state = self.shared.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        state.failed.take().map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Applier {
+    /// Writes what was handed over, then stops.
+    fn drop(&mut self) {
+        self.shared.lock().stop = true;
+        self.shared.changed.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Where a sync writes what its frames hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// On the caller's thread, before it returns.
+    Here,
+    /// On the journal's thread ([`Journal::sync_apply_behind`]).
+    Behind,
 }
 
 #[derive(Debug)]
@@ -262,6 +394,7 @@ impl Journal {
                 nonce: parsed.nonce,
                 chains: BTreeMap::new(),
                 pending: Vec::new(),
+                applier: None,
             }),
             spares: None,
             behind: Mutex::new(None),
@@ -294,7 +427,7 @@ impl Journal {
     /// cannot start is logged and left out: the groups then create their files.
     pub fn with_spares(mut self, dir: &Path) -> Self {
         match SparePool::start(dir) {
-            Ok(pool) => self.spares = Some(pool),
+            Ok(pool) => self.spares = Some(Arc::new(pool)),
             Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "no spare inode pool"),
         }
         self
@@ -345,8 +478,8 @@ impl Journal {
         let mut buf = Vec::new();
         encode(&mut buf, nonce, Kind::Attach, &rel, len, b"")?;
         self.write(&mut inner, &buf)?;
-        inner.chains.insert(rel, Chain { len, file, path: path.to_owned() });
-        self.sync_locked(&mut inner)
+        inner.chains.insert(rel, Chain { len, file: Arc::new(file), path: path.to_owned() });
+        self.sync_locked(&mut inner, Mode::Here)
     }
 
     /// Writes out what the journal holds for the chain file at `path` and forgets the file:
@@ -355,7 +488,7 @@ impl Journal {
     pub fn detach_chain(&self, path: &Path) -> Result<(), StoreError> {
         let rel = self.rel(path)?;
         let mut inner = self.lock();
-        self.sync_locked(&mut inner)?;
+        self.sync_locked(&mut inner, Mode::Here)?;
         inner.chains.remove(rel);
         Ok(())
     }
@@ -431,12 +564,15 @@ impl Journal {
     }
 
     /// The bytes a staged group will write at `path`, while it waits for the next sync.
-    pub(crate) fn staged_bytes(&self, path: &Path) -> Option<Vec<u8>> {
-        let inner = self.lock();
-        inner.pending.iter().rev().find_map(|p| match p {
+    /// What earlier syncs hold is written first ([`Journal::settle`]), so a file the
+    /// journal holds is either staged or in place.
+    pub(crate) fn staged_bytes(&self, path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut inner = self.lock();
+        self.settle_locked(&mut inner)?;
+        Ok(inner.pending.iter().rev().find_map(|p| match p {
             Pending::Group(g) => g.bytes_of(path).map(<[u8]>::to_vec),
             _ => None,
-        })
+        }))
     }
 
     /// Journals the removal of `path`, so that recovery does not bring back a file an
@@ -531,7 +667,31 @@ impl Journal {
     /// pending), then writes what they hold into the files, in the order journaled.
     pub fn sync(&self) -> Result<(), StoreError> {
         let mut inner = self.lock();
-        self.sync_locked(&mut inner)
+        self.sync_locked(&mut inner, Mode::Here)
+    }
+
+    /// [`Journal::sync`], but the files and appends the frames hold are written on a thread
+    /// of the journal's own, after what earlier such syncs hold: for a sync followed by
+    /// work that reads nothing the journal writes (a model call). The frames are durable
+    /// when it returns, as after a sync; their files are in place after
+    /// [`Journal::settle`], which every read of a journaled file runs first (the artifact
+    /// store, the job directory, this journal's own syncs and [`Journal::staged_bytes`]).
+    pub fn sync_apply_behind(&self) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        self.sync_locked(&mut inner, Mode::Behind)
+    }
+
+    /// Waits until the files and appends of every sync are written; reports a write that
+    /// failed on the journal's thread (and from then on the journal is broken).
+    pub fn settle(&self) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        self.settle_locked(&mut inner)
+    }
+
+    fn settle_locked(&self, inner: &mut Inner) -> Result<(), StoreError> {
+        self.usable(inner)?;
+        let Some(applier) = &inner.applier else { return Ok(()) };
+        applier.settle().inspect_err(|e| inner.broken = Some(format!("journaled files not written: {e}")))
     }
 
     /// Starts making every frame written so far durable on a thread of the journal's own
@@ -560,7 +720,10 @@ impl Journal {
         self.behind.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn sync_locked(&self, inner: &mut Inner) -> Result<(), StoreError> {
+    fn sync_locked(&self, inner: &mut Inner, mode: Mode) -> Result<(), StoreError> {
+        if mode == Mode::Here {
+            self.settle_locked(inner)?;
+        }
         self.flush(inner)?;
         if inner.len != inner.synced_len {
             inner.file.sync_data().map_err(|e| StoreError::io(&self.path, e))?;
@@ -575,21 +738,32 @@ impl Journal {
             return Ok(());
         }
         failpoint("journal.synced");
+        let mut ops = Vec::with_capacity(inner.pending.len());
         for pending in std::mem::take(&mut inner.pending) {
-            match pending {
-                Pending::Group(group) => group.write_files(self.spares.as_ref())?,
+            ops.push(match pending {
+                Pending::Group(group) => Apply::Group(group),
                 Pending::Append { chain, offset, bytes } => {
                     let Some(chain) = inner.chains.get(&chain) else { continue };
-                    chain.file.write_all_at(&bytes, offset).map_err(|e| StoreError::io(&chain.path, e))?;
+                    Apply::Append { file: Arc::clone(&chain.file), path: chain.path.clone(), offset, bytes }
                 }
-                Pending::Remove(path) => match fs::remove_file(&path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(StoreError::io(&path, e)),
-                },
+                Pending::Remove(path) => Apply::Remove(path),
+            });
+        }
+        if mode == Mode::Behind {
+            if inner.applier.is_none() {
+                match Applier::start(self.spares.clone()) {
+                    Ok(applier) => inner.applier = Some(applier),
+                    Err(e) => {
+                        tracing::warn!(journal = %self.path.display(), error = %e, "no thread to write journaled files; writing them here");
+                    }
+                }
+            }
+            if let Some(applier) = &inner.applier {
+                applier.push(ops);
+                return Ok(());
             }
         }
-        Ok(())
+        apply(ops, self.spares.as_deref())
     }
 
     /// Cuts the file to nothing when no epoch is begun and no chain attached.
@@ -615,9 +789,9 @@ impl Journal {
     pub fn checkpoint(&self) -> Result<(), StoreError> {
         let mut inner = self.lock();
         if inner.len == 0 {
-            return Ok(());
+            return self.settle_locked(&mut inner);
         }
-        self.sync_locked(&mut inner)?;
+        self.sync_locked(&mut inner, Mode::Here)?;
         sync_filesystem(&inner.file).map_err(|e| StoreError::io(&self.path, e))?;
         inner.len = 0;
         inner.synced_len = 0;
@@ -728,8 +902,13 @@ impl Journal {
 impl Drop for Journal {
     /// A journal dropped without a sync (an error path) still leaves its frames in the
     /// file for the next open to replay, as a crash after they were written would.
+    /// What syncs handed to the journal's thread is written first.
     fn drop(&mut self) {
         let mut inner = self.lock();
+        if let Err(e) = self.settle_locked(&mut inner) {
+            tracing::warn!(journal = %self.path.display(), error = %e, "journaled files not written at close");
+        }
+        drop(inner.applier.take());
         if let Err(e) = self.flush(&mut inner) {
             tracing::warn!(journal = %self.path.display(), error = %e, "journal frames not written at close");
         }
@@ -1217,14 +1396,14 @@ mod tests {
         group.stage_in(Some(&j)).unwrap();
         assert!(!blob.exists(), "a staged file waits for the sync");
         assert_eq!(fs::metadata(&events).unwrap().len(), 0, "so does an append");
-        assert_eq!(j.staged_bytes(&blob).as_deref(), Some(&b"v2"[..]), "the latest staged bytes");
+        assert_eq!(j.staged_bytes(&blob).unwrap().as_deref(), Some(&b"v2"[..]), "the latest staged bytes");
         // Committing another group syncs, which writes everything staged before it.
         commit(&j, &[(&f.job.join("job.json"), b"{}")]);
         assert_eq!(fs::read(&blob).unwrap(), b"v2");
         assert_eq!(fs::read(f.job.join("step_outputs/K/response.txt")).unwrap(), b"v2");
         assert_eq!(fs::read(f.job.join("job.json")).unwrap(), b"{}");
         assert!(fs::metadata(&events).unwrap().len() > 0);
-        assert_eq!(j.staged_bytes(&blob), None);
+        assert_eq!(j.staged_bytes(&blob).unwrap(), None);
         // A checkpoint writes what is staged before it empties the journal.
         chain.append_deferred(body(2)).unwrap();
         j.checkpoint().unwrap();
@@ -1256,6 +1435,95 @@ mod tests {
         let (_, replay) = open(&f);
         assert!(replay.unwrap().files_restored.contains(&"jobs/J1/step_outputs/K/response.txt".to_string()));
         assert_eq!(fs::read(&response).unwrap(), b"second");
+    }
+
+    /// A sync that applies behind makes its frames durable before it returns and leaves
+    /// their files to the journal's thread; every later sync, `staged_bytes` and a settle
+    /// wait for that thread first, so the files see the journal's order: a group staged
+    /// after it replaces what it wrote, and a link of that group reads the later bytes.
+    #[test]
+    fn a_sync_applied_behind_is_durable_at_once_and_its_files_land_before_the_next_ones() {
+        let f = fixture();
+        let (j, _) = Journal::open(&f.job.join(JOURNAL_FILE), &f.base).unwrap();
+        let j = Arc::new(j.with_spares(&f.base.join("spare/J1")));
+        let events = f.job.join("events.jsonl");
+        let mut chain = ChainFile::create(&events, u64::MAX, "events").unwrap();
+        chain.attach_journal(Arc::clone(&j)).unwrap();
+        let blob = f.base.join("artifacts/sha256/ab/abc");
+        let response = f.job.join("step_outputs/K/response.txt");
+        for round in 0..20u64 {
+            let first = format!("first {round}");
+            let mut group = WriteGroup::default();
+            group.add(blob.parent().unwrap(), "abc", &Content::Bytes(first.as_bytes()));
+            group.add(response.parent().unwrap(), "response.txt", &Content::SameAs(&blob));
+            group.stage_in(Some(&j)).unwrap();
+            chain.append_deferred(body(round)).unwrap();
+            j.sync_apply_behind().unwrap();
+            {
+                let inner = j.lock();
+                assert_eq!(inner.synced_len, inner.len, "round {round}: the frames are durable at return");
+                assert!(inner.pending.is_empty(), "round {round}: handed to the journal's thread");
+            }
+            let second = format!("second {round}");
+            let mut group = WriteGroup::default();
+            group.add(blob.parent().unwrap(), "abc", &Content::Bytes(second.as_bytes()));
+            group.add(response.parent().unwrap(), "response.txt", &Content::SameAs(&blob));
+            group.stage_in(Some(&j)).unwrap();
+            assert_eq!(j.staged_bytes(&blob).unwrap().as_deref(), Some(second.as_bytes()));
+            assert_eq!(fs::read(&blob).unwrap(), first.as_bytes(), "round {round}: settled by staged_bytes");
+            j.sync().unwrap();
+            assert_eq!(fs::read(&blob).unwrap(), second.as_bytes(), "round {round}: the later group last");
+            assert_eq!(fs::read(&response).unwrap(), second.as_bytes(), "round {round}: its link too");
+        }
+        chain.append_deferred(body(99)).unwrap();
+        j.sync_apply_behind().unwrap();
+        j.settle().unwrap();
+        assert_eq!(fs::read_to_string(&events).unwrap().lines().count(), 21, "every append in place");
+        // Dropped with a batch on its way: the thread writes it before it stops.
+        let mut group = WriteGroup::default();
+        group.add(&f.job, "job.json", &Content::Bytes(b"{}"));
+        group.stage_in(Some(&j)).unwrap();
+        j.sync_apply_behind().unwrap();
+        drop(chain);
+        drop(j);
+        assert_eq!(fs::read(f.job.join("job.json")).unwrap(), b"{}");
+    }
+
+    /// A write that fails on the journal's thread is reported by the next settle with the
+    /// path it failed on, the batches after it are not written, and the journal refuses
+    /// every later use; the frames are durable, so the next open writes the files.
+    #[test]
+    fn a_write_that_fails_behind_breaks_the_journal_and_the_next_open_writes_the_files() {
+        let f = fixture();
+        let blocker = f.job.join("step_outputs");
+        fs::write(&blocker, b"a file where a directory goes").unwrap();
+        let (response, later) = (blocker.join("K/response.txt"), f.job.join("job.json"));
+        {
+            let (j, _) = open(&f);
+            commit_behind_applied(&j, &response, b"answer");
+            commit_behind_applied(&j, &later, b"{}");
+            let err = j.settle().unwrap_err();
+            assert!(err.to_string().contains("step_outputs"), "names where it failed: {err}");
+            assert!(!later.exists(), "nothing after the failed write is written");
+            assert!(j.settle().is_err(), "the journal stays broken");
+            assert!(j.sync().is_err());
+            let mut group = WriteGroup::default();
+            group.add(&f.job, "other.json", &Content::Bytes(b"{}"));
+            assert!(group.stage_in(Some(&j)).is_err(), "no frame is taken any more");
+        }
+        fs::remove_file(&blocker).unwrap();
+        let (_, replay) = open(&f);
+        let restored = replay.expect("the frames are replayed").files_restored;
+        assert!(restored.contains(&"jobs/J1/step_outputs/K/response.txt".to_string()), "{restored:?}");
+        assert_eq!(fs::read(&response).unwrap(), b"answer");
+        assert_eq!(fs::read(&later).unwrap(), b"{}");
+    }
+
+    fn commit_behind_applied(j: &Journal, path: &Path, bytes: &[u8]) {
+        let mut group = WriteGroup::default();
+        group.add(path.parent().unwrap(), path.file_name().unwrap(), &Content::Bytes(bytes));
+        group.stage_in(Some(j)).unwrap();
+        j.sync_apply_behind().unwrap();
     }
 
     /// With a spare pool, a group's files are the pool's spares renamed into place: new
