@@ -2027,6 +2027,11 @@ impl<'a> Run<'a> {
         // the step's files, which the journal's thread writes under their names during the
         // call; `call_model` settles the journal as soon as the call returns.
         self.job.log.sync_apply_behind()?;
+        if cloud_request_id.is_some() {
+            // A consented request leaves the machine once: its step's files are in place
+            // first, so a failed write stops the job before the call, not after it.
+            self.job.dir.settled()?;
+        }
 
         // j. the model call (never repeated for a stored response)
         let outcome = if !overflow {

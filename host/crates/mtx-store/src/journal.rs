@@ -304,7 +304,16 @@ impl Applier {
                 if state.failed.is_none() {
                     state.busy = true;
                     drop(state);
-                    let result = apply(batch, spares.as_deref());
+                    // A panic must not leave `busy` set: every settle would wait forever.
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        apply(batch, spares.as_deref())
+                    }))
+                    .unwrap_or_else(|_| {
+                        Err(StoreError::invalid(
+                            "journal apply thread",
+                            "panicked while writing journaled files",
+                        ))
+                    });
                     state = work.lock();
                     state.busy = false;
                     if let Err(e) = result {
