@@ -228,23 +228,15 @@ struct Chain {
     path: PathBuf,
 }
 
-/// What a sync leaves to do once its frames are durable, in journal order.
-#[derive(Debug)]
-enum Apply {
-    Group(WriteGroup),
-    Append { file: Arc<File>, path: PathBuf, offset: u64, bytes: Vec<u8> },
-    Remove(PathBuf),
-}
-
-/// Writes what synced frames hold under the files' names.
-fn apply(ops: Vec<Apply>, spares: Option<&SparePool>) -> Result<(), StoreError> {
+/// Writes what synced frames hold under the files' names, in journal order.
+fn apply(ops: Vec<Pending>, spares: Option<&SparePool>) -> Result<(), StoreError> {
     for op in ops {
         match op {
-            Apply::Group(group) => group.write_files(spares)?,
-            Apply::Append { file, path, offset, bytes } => {
+            Pending::Group(group) => group.write_files(spares)?,
+            Pending::Append { file, path, offset, bytes } => {
                 file.write_all_at(&bytes, offset).map_err(|e| StoreError::io(&path, e))?
             }
-            Apply::Remove(path) => match fs::remove_file(&path) {
+            Pending::Remove(path) => match fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(StoreError::io(&path, e)),
@@ -272,7 +264,7 @@ struct ApplyShared {
 
 #[derive(Debug, Default)]
 struct ApplyState {
-    batches: VecDeque<Vec<Apply>>,
+    batches: VecDeque<Vec<Pending>>,
     /// A batch is taken and not yet written.
     busy: bool,
     /// The first write that failed. The batches after it are dropped unwritten (a link may
@@ -326,7 +318,7 @@ impl Applier {
         Ok(Applier { shared, thread: Some(thread) })
     }
 
-    fn push(&self, batch: Vec<Apply>) {
+    fn push(&self, batch: Vec<Pending>) {
         self.shared.lock().batches.push_back(batch);
         self.shared.changed.notify_all();
     }
@@ -361,10 +353,17 @@ enum Mode {
     Behind,
 }
 
+/// What a frame leaves to do once it is durable.
 #[derive(Debug)]
 enum Pending {
     Group(WriteGroup),
-    Append { chain: Vec<u8>, offset: u64, bytes: Vec<u8> },
+    /// Bytes for an attached chain file (its handle and path).
+    Append {
+        file: Arc<File>,
+        path: PathBuf,
+        offset: u64,
+        bytes: Vec<u8>,
+    },
     Remove(PathBuf),
 }
 
@@ -532,21 +531,26 @@ impl Journal {
             });
         }
         self.write(&mut inner, &buf)?;
-        let rel = rel.to_vec();
-        if let Some(chain) = inner.chains.get_mut(&rel) {
-            chain.len = offset + bytes.len() as u64;
-        }
+        let Inner { chains, pending, .. } = &mut *inner;
+        let Some(chain) = chains.get_mut(rel) else { return Ok(()) };
+        chain.len = offset + bytes.len() as u64;
         // Appends to one file since the last group go to it in one write.
-        let earlier =
-            inner.pending.iter_mut().rev().take_while(|p| matches!(p, Pending::Append { .. })).find_map(
-                |p| match p {
-                    Pending::Append { chain, offset: at, bytes } if *chain == rel => Some((*at, bytes)),
-                    _ => None,
-                },
-            );
+        let earlier = pending.iter_mut().rev().take_while(|p| matches!(p, Pending::Append { .. })).find_map(
+            |p| match p {
+                Pending::Append { file, offset: at, bytes, .. } if Arc::ptr_eq(file, &chain.file) => {
+                    Some((*at, bytes))
+                }
+                _ => None,
+            },
+        );
         match earlier {
             Some((at, earlier)) if at + earlier.len() as u64 == offset => earlier.extend_from_slice(bytes),
-            _ => inner.pending.push(Pending::Append { chain: rel, offset, bytes: bytes.to_vec() }),
+            _ => pending.push(Pending::Append {
+                file: Arc::clone(&chain.file),
+                path: chain.path.clone(),
+                offset,
+                bytes: bytes.to_vec(),
+            }),
         }
         Ok(())
     }
@@ -747,17 +751,7 @@ impl Journal {
             return Ok(());
         }
         failpoint("journal.synced");
-        let mut ops = Vec::with_capacity(inner.pending.len());
-        for pending in std::mem::take(&mut inner.pending) {
-            ops.push(match pending {
-                Pending::Group(group) => Apply::Group(group),
-                Pending::Append { chain, offset, bytes } => {
-                    let Some(chain) = inner.chains.get(&chain) else { continue };
-                    Apply::Append { file: Arc::clone(&chain.file), path: chain.path.clone(), offset, bytes }
-                }
-                Pending::Remove(path) => Apply::Remove(path),
-            });
-        }
+        let ops = std::mem::take(&mut inner.pending);
         if mode == Mode::Behind {
             if inner.applier.is_none() {
                 match Applier::start(self.spares.clone()) {
