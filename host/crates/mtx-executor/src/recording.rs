@@ -291,10 +291,10 @@ impl JobLog {
         if let Some(recorded) = self.replayed(&event) {
             return Ok(recorded);
         }
-        let stored = self.recorder.emit_stored(event)?;
-        let envelope = stored.envelope.clone();
+        let StoredEvent { offset, envelope } = self.recorder.emit_stored(event)?;
         if self.history.is_some() {
-            lock(&self.unindexed).push(stored);
+            // The index keeps the envelope's header and offset, never the payload.
+            lock(&self.unindexed).push(StoredEvent { offset, envelope: envelope.header() });
         }
         lock(&self.unseen).push(envelope.clone());
         Ok(envelope)

@@ -59,6 +59,31 @@ pub struct EventEnvelope {
     pub hash: String,
 }
 
+impl EventEnvelope {
+    /// A copy without the payload: what an index of the log keeps.
+    pub fn header(&self) -> EventEnvelope {
+        EventEnvelope {
+            seq: self.seq,
+            prev_hash: self.prev_hash.clone(),
+            event_id: self.event_id.clone(),
+            event_type: self.event_type.clone(),
+            event_name: self.event_name.clone(),
+            timestamp: self.timestamp.clone(),
+            actor: self.actor,
+            trace_id: self.trace_id.clone(),
+            job_id: self.job_id.clone(),
+            workflow_run_id: self.workflow_run_id.clone(),
+            wp_id: self.wp_id.clone(),
+            mt_id: self.mt_id.clone(),
+            iteration: self.iteration,
+            model_id: self.model_id.clone(),
+            capability_id: self.capability_id.clone(),
+            payload: Map::new(),
+            hash: self.hash.clone(),
+        }
+    }
+}
+
 /// An event about to be emitted: built with `Event::new(..).mt(..).iteration(..)`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
@@ -326,8 +351,88 @@ impl FlightRecorder {
     }
 }
 
+/// The envelope of a record this process just sealed. Members are moved out, not parsed
+/// again: the record was built from checked parts a moment ago, so a member missing or of
+/// the wrong kind is an error of this crate, reported like a corrupt record.
 fn to_envelope(record: Map<String, Value>, path: &Path) -> Result<EventEnvelope, StoreError> {
-    serde_json::from_value(Value::Object(record)).map_err(|e| StoreError::corrupt(path, e.to_string()))
+    let bad = |member: &str| StoreError::corrupt(path, format!("sealed event has no valid `{member}`"));
+    let string = |value: Value, member: &str| match value {
+        Value::String(s) => Ok(s),
+        _ => Err(bad(member)),
+    };
+    let optional = |value: Value, member: &str| match value {
+        Value::Null => Ok(None),
+        other => string(other, member).map(Some),
+    };
+    let mut e = EventEnvelope {
+        seq: 0,
+        prev_hash: String::new(),
+        event_id: String::new(),
+        event_type: String::new(),
+        event_name: String::new(),
+        timestamp: String::new(),
+        actor: Actor::System,
+        trace_id: String::new(),
+        job_id: String::new(),
+        workflow_run_id: String::new(),
+        wp_id: String::new(),
+        mt_id: None,
+        iteration: None,
+        model_id: None,
+        capability_id: None,
+        payload: Map::new(),
+        hash: String::new(),
+    };
+    let mut seen = 0u32;
+    for (key, value) in record {
+        match key.as_str() {
+            "seq" => e.seq = value.as_u64().ok_or_else(|| bad("seq"))?,
+            "prev_hash" => e.prev_hash = string(value, "prev_hash")?,
+            "event_id" => e.event_id = string(value, "event_id")?,
+            "event_type" => e.event_type = string(value, "event_type")?,
+            "event_name" => e.event_name = string(value, "event_name")?,
+            "timestamp" => e.timestamp = string(value, "timestamp")?,
+            "actor" => e.actor = serde_json::from_value(value).map_err(|_| bad("actor"))?,
+            "trace_id" => e.trace_id = string(value, "trace_id")?,
+            "job_id" => e.job_id = string(value, "job_id")?,
+            "workflow_run_id" => e.workflow_run_id = string(value, "workflow_run_id")?,
+            "wp_id" => e.wp_id = string(value, "wp_id")?,
+            "hash" => e.hash = string(value, "hash")?,
+            "payload" => match value {
+                Value::Object(map) => e.payload = map,
+                _ => return Err(bad("payload")),
+            },
+            // Optional members, not counted.
+            "mt_id" => {
+                e.mt_id = optional(value, "mt_id")?;
+                continue;
+            }
+            "model_id" => {
+                e.model_id = optional(value, "model_id")?;
+                continue;
+            }
+            "capability_id" => {
+                e.capability_id = optional(value, "capability_id")?;
+                continue;
+            }
+            "iteration" => {
+                e.iteration = match value {
+                    Value::Null => None,
+                    other => Some(
+                        other.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| bad("iteration"))?,
+                    ),
+                };
+                continue;
+            }
+            _ => continue,
+        }
+        seen += 1;
+    }
+    // Every required member: seq, prev_hash, hash, the eight header strings, actor, payload.
+    if seen != 13 {
+        return Err(StoreError::corrupt(path, "sealed event lacks a required member"));
+    }
+    Ok(e)
 }
 
 fn trace_event(e: &EventEnvelope, fallback: bool) {
@@ -406,8 +511,8 @@ pub(crate) mod tests {
         assert_eq!(a.iteration, Some(1));
         assert_eq!(uuid::Uuid::parse_str(&a.event_id).unwrap().get_version_num(), 7);
         let stored = read_events(&path).unwrap();
-        assert_eq!(stored.len(), 2);
-        assert_eq!(stored[1].envelope, b);
+        // What emit returns is what a reader parses back, member for member.
+        assert_eq!(stored.iter().map(|s| &s.envelope).collect::<Vec<_>>(), [&a, &b]);
         assert_eq!(stored[0].offset, 0);
     }
 
@@ -461,6 +566,7 @@ pub(crate) mod tests {
         assert_eq!(e.model_id.as_deref(), Some("m"));
         assert_eq!(e.mt_id.as_deref(), Some("MT-001"));
         assert_eq!(e.payload["api_token"], events::REDACTED);
+        assert_eq!(read_events(&dir.path().join("events.jsonl")).unwrap()[0].envelope, e);
         let raw = std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
         assert!(!raw.contains("s3cret"));
     }

@@ -11,56 +11,7 @@ pub fn sha256_hex(bytes: &[u8]) -> Sha256Hex {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Canonical JSON bytes of a value: object keys sorted, no insignificant whitespace.
-/// Used wherever a record is hashed (snapshot hashes, recorded plugin inputs).
-pub fn canonical_json<T: Serialize>(value: &T) -> Vec<u8> {
-    let value = serde_json::to_value(value).expect("serialising an in-memory record cannot fail");
-    canonical_json_value(&value)
-}
-
-/// [`canonical_json`] of a value that is already a JSON tree (no second conversion).
-pub fn canonical_json_value(value: &serde_json::Value) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4096);
-    write_canonical(value, &mut out);
-    out
-}
-
-fn write_canonical(value: &serde_json::Value, out: &mut Vec<u8>) {
-    use serde_json::Value;
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.push(b'{');
-            for (i, (key, item)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_leaf(key, out);
-                out.push(b':');
-                write_canonical(item, out);
-            }
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(b']');
-        }
-        other => write_leaf(other, out),
-    }
-}
-
-/// A key, string or number, written by serde_json itself (the escaping and number format
-/// of `to_string`) straight into `out`.
-fn write_leaf<T: Serialize + ?Sized>(leaf: &T, out: &mut Vec<u8>) {
-    serde_json::to_writer(out, leaf).expect("JSON leaves serialise into memory");
-}
+pub use crate::canonical::{canonical_json, canonical_json_value};
 
 /// The current time as an RFC 3339 UTC string with millisecond precision.
 pub fn now_rfc3339() -> String {

@@ -4,6 +4,7 @@
 //! unknown fields on read. This crate holds data and pure helpers only; it must never
 //! do I/O.
 
+mod canonical;
 pub mod cloud;
 pub mod common;
 pub mod completion;
