@@ -136,6 +136,8 @@ struct Run<'a> {
     workspace: PathBuf,
     /// Model profiles from `describe-model`, by model id.
     profiles: BTreeMap<String, Option<wit::ModelProfile>>,
+    /// The workspace reader, opened at its first use (the root's handle is kept).
+    reader: std::sync::OnceLock<DirReader>,
 }
 
 fn capability_profile(setup: &ExecutorSetup) -> CapabilityProfile {
@@ -838,6 +840,7 @@ impl<'a> Run<'a> {
             artifacts,
             workspace: setup.workspace.clone(),
             profiles: BTreeMap::new(),
+            reader: std::sync::OnceLock::new(),
         })
     }
 
@@ -885,7 +888,11 @@ impl<'a> Run<'a> {
     }
 
     fn reader(&self) -> Result<DirReader, ExecError> {
-        DirReader::new(&self.workspace).map_err(internal)
+        if let Some(reader) = self.reader.get() {
+            return Ok(reader.clone());
+        }
+        let reader = DirReader::new(&self.workspace).map_err(internal)?;
+        Ok(self.reader.get_or_init(|| reader).clone())
     }
 
     fn state_skip(&self) -> Vec<String> {

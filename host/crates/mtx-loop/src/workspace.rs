@@ -7,7 +7,9 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::io::Read as _;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 /// Reads workspace files by repo-relative path (`/` separators).
 ///
@@ -25,21 +27,47 @@ pub const MAX_READ_BYTES: u64 = 16 * 1024 * 1024;
 ///
 /// Refuses relative paths that are absolute, contain `..`, backslashes or NUL, and paths
 /// whose canonical form (symlinks resolved) lies outside the root.
+///
+/// A read opens the path beneath the root's directory handle (`openat2` with
+/// `RESOLVE_BENEATH` where the kernel has it), one call instead of resolving every
+/// component of the absolute path. What that refuses (a symlink leaving the root, or an
+/// absolute symlink, which `RESOLVE_BENEATH` refuses even when it points inside) is
+/// decided again by resolving the path, so a link inside the workspace still reads.
 #[derive(Debug, Clone)]
 pub struct DirReader {
     root: PathBuf,
+    dir: Arc<cap_std::fs::Dir>,
 }
 
 impl DirReader {
     /// A reader rooted at `root`; the root is canonicalised once so that later checks
     /// compare like with like.
     pub fn new(root: &Path) -> Result<Self, io::Error> {
-        Ok(DirReader { root: root.canonicalize()? })
+        let root = root.canonicalize()?;
+        let dir = cap_std::fs::Dir::open_ambient_dir(&root, cap_std::ambient_authority())?;
+        Ok(DirReader { root, dir: Arc::new(dir) })
     }
 
     /// The canonical root directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The path resolved (symlinks followed) and checked to lie inside the root; `None`
+    /// when it does not exist.
+    fn resolve(&self, rel_path: &str) -> Result<Option<PathBuf>, io::Error> {
+        let canonical = match self.root.join(rel_path).canonicalize() {
+            Ok(c) => c,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if !canonical.starts_with(&self.root) {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("workspace path {rel_path:?} resolves outside the workspace root"),
+            ));
+        }
+        Ok(Some(canonical))
     }
 }
 
@@ -51,21 +79,19 @@ impl WorkspaceReader for DirReader {
                 format!("workspace path {rel_path:?} refused: {reason}"),
             ));
         }
-        let joined = self.root.join(rel_path);
-        // Canonicalising resolves symlinks, so a link inside the workspace that points
-        // outside it is caught here rather than read.
-        let canonical = match joined.canonicalize() {
-            Ok(c) => c,
+        let file = match self.dir.open(rel_path) {
+            Ok(file) => file.into_std(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
+            Err(_) => match self.resolve(rel_path)? {
+                Some(canonical) => match std::fs::File::open(&canonical) {
+                    Ok(file) => file,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(e),
+                },
+                None => return Ok(None),
+            },
         };
-        if !canonical.starts_with(&self.root) {
-            return Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                format!("workspace path {rel_path:?} resolves outside the workspace root"),
-            ));
-        }
-        let meta = std::fs::metadata(&canonical)?;
+        let meta = file.metadata()?;
         if meta.is_dir() {
             return Ok(None);
         }
@@ -78,11 +104,9 @@ impl WorkspaceReader for DirReader {
                 ),
             ));
         }
-        match std::fs::read(&canonical) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        io::Read::read_to_end(&mut (&file).take(MAX_READ_BYTES), &mut bytes)?;
+        Ok(Some(bytes))
     }
 }
 
@@ -235,6 +259,23 @@ mod tests {
         std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("link")).unwrap();
         let r = DirReader::new(dir.path()).unwrap();
         assert_eq!(r.read("link").unwrap_err().kind(), io::ErrorKind::PermissionDenied);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn dir_reader_follows_symlinks_that_stay_inside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("src")).unwrap();
+        std::fs::write(dir.path().join("src/real.rs"), "real").unwrap();
+        std::os::unix::fs::symlink("real.rs", dir.path().join("src/relative.rs")).unwrap();
+        // An absolute link is refused by a beneath-the-root open even when it points
+        // inside; the reader resolves it and reads.
+        std::os::unix::fs::symlink(dir.path().join("src/real.rs"), dir.path().join("absolute.rs")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("src/gone.rs"), dir.path().join("dangling.rs")).unwrap();
+        let r = DirReader::new(dir.path()).unwrap();
+        assert_eq!(r.read("src/relative.rs").unwrap().unwrap(), b"real");
+        assert_eq!(r.read("absolute.rs").unwrap().unwrap(), b"real");
+        assert_eq!(r.read("dangling.rs").unwrap(), None);
     }
 
     #[test]

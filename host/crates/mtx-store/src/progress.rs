@@ -173,9 +173,6 @@ impl EntryCache {
     }
 }
 
-/// Stands for `micro_tasks` while the rest of the document is encoded.
-const ENTRIES_PLACEHOLDER: &str = "@@mtx-progress-entries@@";
-
 /// Where the one occurrence of `needle` in `text` starts; `None` unless there is exactly one.
 fn find_once(text: &[u8], needle: &[u8]) -> Option<usize> {
     let (&first, _) = needle.split_first()?;
@@ -234,62 +231,65 @@ impl ProgressDocument for ProgressArtifact {
         self.attach_archived(read)
     }
 
-    /// The document without its entries is encoded with a placeholder in their place, and
-    /// the entries' cached forms are spliced in: the same bytes as the plain encoding. The
-    /// integrity digest hashes the outline's canonical form with the entries' cached digests
-    /// streamed in at the placeholder, so no save builds a value per entry. The buffer is
-    /// sized for the padding [`ProgressStore`] adds.
+    /// The document without its entries is encoded straight from its fields, and the
+    /// entries' cached forms are spliced in where its empty `micro_tasks` stands: the same
+    /// bytes as the plain encoding. The integrity digest hashes the outline's canonical
+    /// form with the entries' cached digests streamed in at the same place, so no save
+    /// builds a JSON tree. The buffer is sized for the padding [`ProgressStore`] adds.
     fn encode_saved(&mut self, cache: &mut EntryCache) -> Option<Vec<u8>> {
-        use serde_json::Value;
         use sha2::{Digest, Sha256};
+        // The outline is the document with no entries (`"micro_tasks":[]`) and no integrity
+        // member, encoded straight from its fields, like `encode_plain` orders them.
+        let stale = self.extra.remove(INTEGRITY_MEMBER);
         let entries = std::mem::take(&mut self.micro_tasks);
-        let top = serde_json::to_value(&*self);
+        let canonical = mtx_types::canonical_json(&*self);
         self.micro_tasks = entries;
-        let Ok(Value::Object(mut top)) = top else { return None };
-        top.remove(INTEGRITY_MEMBER);
-        // Replacing the value keeps the key where serde put it.
-        top.insert(ENTRIES_MEMBER.into(), Value::from(ENTRIES_PLACEHOLDER));
-        let placeholder = serde_json::to_vec(ENTRIES_PLACEHOLDER).ok()?;
         let forms = cache.forms(&mut self.micro_tasks);
-
-        let outline = Value::Object(top);
-        let canonical = mtx_types::canonical_json_value(&outline);
-        let mut needle = b"\"micro_tasks\":".to_vec();
-        needle.extend_from_slice(&placeholder);
-        let at = find_once(&canonical, &needle)? + needle.len() - placeholder.len();
-        let mut hasher = Sha256::new();
-        hasher.update(&canonical[..at]);
-        hasher.update(b"[");
-        for (i, (digest, _)) in forms.iter().enumerate() {
-            if i > 0 {
-                hasher.update(b",");
+        let needle = b"\"micro_tasks\":[]";
+        let encoded = find_once(&canonical, needle).map(|at| {
+            let at = at + needle.len() - 2;
+            let mut hasher = Sha256::new();
+            hasher.update(&canonical[..at]);
+            hasher.update(b"[");
+            for (i, (digest, _)) in forms.iter().enumerate() {
+                if i > 0 {
+                    hasher.update(b",");
+                }
+                hasher.update(b"\"");
+                hasher.update(digest.as_bytes());
+                hasher.update(b"\"");
             }
-            hasher.update(b"\"");
-            hasher.update(digest.as_bytes());
-            hasher.update(b"\"");
-        }
-        hasher.update(b"]");
-        hasher.update(&canonical[at + placeholder.len()..]);
-        let digest = hex::encode(hasher.finalize());
-
-        let Value::Object(mut top) = outline else { return None };
-        top.insert(INTEGRITY_MEMBER.into(), Value::from(digest));
-        let outline = serde_json::to_vec(&top).ok()?;
-        let at = find_once(&outline, &needle)?;
-        let size = outline.len() + forms.iter().map(|(_, encoded)| encoded.len() + 1).sum::<usize>() + 2;
-        let mut bytes = Vec::with_capacity(size.div_ceil(PAD_BYTES) * PAD_BYTES);
-        bytes.extend_from_slice(&outline[..at]);
-        bytes.extend_from_slice(b"\"micro_tasks\":[");
-        for (i, (_, encoded)) in forms.iter().enumerate() {
-            if i > 0 {
-                bytes.push(b',');
+            hasher.update(b"]");
+            hasher.update(&canonical[at + 2..]);
+            hex::encode(hasher.finalize())
+        });
+        let bytes = encoded.and_then(|digest| {
+            self.extra.insert(INTEGRITY_MEMBER.into(), serde_json::Value::from(digest));
+            let entries = std::mem::take(&mut self.micro_tasks);
+            let outline = serde_json::to_vec(&*self);
+            self.micro_tasks = entries;
+            self.extra.remove(INTEGRITY_MEMBER);
+            let outline = outline.ok()?;
+            let at = find_once(&outline, needle)?;
+            let size = outline.len() + forms.iter().map(|(_, encoded)| encoded.len() + 1).sum::<usize>() + 2;
+            let mut bytes = Vec::with_capacity(size.div_ceil(PAD_BYTES) * PAD_BYTES);
+            bytes.extend_from_slice(&outline[..at]);
+            bytes.extend_from_slice(b"\"micro_tasks\":[");
+            for (i, (_, encoded)) in forms.iter().enumerate() {
+                if i > 0 {
+                    bytes.push(b',');
+                }
+                bytes.extend_from_slice(encoded);
             }
-            bytes.extend_from_slice(encoded);
+            bytes.push(b']');
+            bytes.extend_from_slice(&outline[at + needle.len()..]);
+            bytes.push(b'\n');
+            Some(bytes)
+        });
+        if let Some(stale) = stale {
+            self.extra.insert(INTEGRITY_MEMBER.into(), stale);
         }
-        bytes.push(b']');
-        bytes.extend_from_slice(&outline[at + needle.len()..]);
-        bytes.push(b'\n');
-        Some(bytes)
+        bytes
     }
 }
 
@@ -939,7 +939,11 @@ pub(crate) mod tests {
         let mut cache = EntryCache::default();
         let mut doc = long_progress(10);
         doc.micro_tasks[1].status = mtx_types::progress::MTStatus::Completed;
+        // A stale integrity member ahead of another unknown member: both encodings drop it
+        // the same way, and the document keeps it.
+        doc.extra.insert(INTEGRITY_MEMBER.into(), serde_json::json!("stale"));
         doc.extra.insert("x_ext".into(), serde_json::json!({"micro_tasks": "not the entries", "n": [1, 2]}));
+        let extra = doc.extra.clone();
         for round in 0..3 {
             if round == 2 {
                 // An entry that changes is encoded again, not taken from the cache.
@@ -951,6 +955,7 @@ pub(crate) mod tests {
                 String::from_utf8(cached).unwrap(),
                 String::from_utf8(encode_plain(&doc).unwrap()).unwrap()
             );
+            assert_eq!(doc.extra, extra);
         }
         let mut empty = crate::rebuild::tests::sample_progress();
         empty.micro_tasks.clear();

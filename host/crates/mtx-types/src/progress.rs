@@ -805,7 +805,7 @@ impl ProgressArtifact {
                 self.current_state.active_model_level
             ));
         }
-        let mut seen = HashSet::new();
+        let mut seen = HashSet::with_capacity(self.micro_tasks.len());
         for entry in &self.micro_tasks {
             let mt = &entry.mt_id;
             if !is_valid_mt_id(mt) {
