@@ -109,12 +109,13 @@ impl ArtifactStore {
                 .map_err(|e| StoreError::BadMeta { path: rel.clone(), message: e.to_string() })?;
             return Ok(handle_from_meta(&rel, &existing));
         }
-        if let Some(existing) = self.read_meta_if_present(&rel)? {
+        // The blob goes in before its sidecar: without the blob there is no sidecar to
+        // read (a new artifact, the common case, costs one lookup).
+        let blob_exists = blob.exists();
+        if blob_exists && let Some(existing) = self.read_meta_if_present(&rel)? {
             // Same bytes already stored: content addressing makes the first sidecar
             // authoritative; the handle keeps its original artifact id.
-            if blob.exists() {
-                return Ok(handle_from_meta(&rel, &existing));
-            }
+            return Ok(handle_from_meta(&rel, &existing));
         }
         meta.sha256 = hash;
         meta.size_bytes = bytes.len() as u64;
@@ -124,7 +125,7 @@ impl ArtifactStore {
         // The blob first, then its sidecar; a crash in between leaves a blob without a
         // sidecar, which the next put completes.
         let dir = blob.parent().unwrap_or(&self.root);
-        if !blob.exists() {
+        if !blob_exists {
             group.add(dir, file_name_of(&blob), &Content::Bytes(bytes));
         }
         group.add(dir, file_name_of(&sidecar), &Content::Bytes(&json));

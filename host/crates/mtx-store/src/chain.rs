@@ -206,7 +206,7 @@ pub struct OpenedChain {
 /// Builds the line for `body` at position `seq` after `prev_hash`: its bytes, and the
 /// record they encode (the map a reader parses back from them, without parsing).
 fn seal(seq: u64, prev_hash: &str, body: Map<String, Value>) -> (Vec<u8>, Map<String, Value>) {
-    let mut map = Map::new();
+    let mut map = Map::with_capacity(body.len() + 3);
     map.insert("seq".into(), Value::from(seq));
     map.insert("prev_hash".into(), Value::from(prev_hash));
     for (k, v) in body {
@@ -214,10 +214,13 @@ fn seal(seq: u64, prev_hash: &str, body: Map<String, Value>) -> (Vec<u8>, Map<St
             map.insert(k, v);
         }
     }
-    let mut line = serde_json::to_vec(&map).expect("JSON values serialise");
+    let mut line = Vec::with_capacity(1024);
+    serde_json::to_writer(&mut line, &map).expect("JSON values serialise");
     let hash = sha256_hex(&line);
     line.pop(); // the closing brace; the hash member goes in its place
-    line.extend_from_slice(format!(",\"hash\":\"{hash}\"}}").as_bytes());
+    line.extend_from_slice(b",\"hash\":\"");
+    line.extend_from_slice(hash.as_bytes());
+    line.extend_from_slice(b"\"}");
     map.insert("hash".into(), Value::from(hash));
     (line, map)
 }

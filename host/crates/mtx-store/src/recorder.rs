@@ -321,7 +321,7 @@ impl FlightRecorder {
             model_id: model_id.as_deref(),
         };
         events::validate(spec, &view, &payload)?;
-        let mut body = Map::new();
+        let mut body = Map::with_capacity(14);
         body.insert("event_id".into(), Value::from(uuid::Uuid::now_v7().to_string()));
         body.insert("event_type".into(), Value::from(spec.id));
         body.insert("event_name".into(), Value::from(spec.name));
