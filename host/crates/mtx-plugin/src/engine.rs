@@ -17,10 +17,6 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// Hard ceiling on any plugin's linear memory; per-plugin limits sit below it.
 pub const MAX_PLUGIN_MEMORY: usize = 1 << 30;
 
-/// Bytes of a pooled memory or table kept mapped between instances (zeroed, not
-/// decommitted): about what a plugin call's heap touches.
-const KEEP_RESIDENT: usize = 2 << 20;
-
 /// Instances that may be alive at once (a call holds one for its duration).
 const POOL_INSTANCES: u32 = 64;
 
@@ -34,12 +30,7 @@ pub fn build_engine() -> anyhow::Result<(Engine, bool)> {
         .total_tables(POOL_INSTANCES * 8)
         .max_memories_per_component(4)
         .max_core_instances_per_component(16)
-        .max_memory_size(MAX_PLUGIN_MEMORY)
-        // A call gets a fresh instance; what its slot's previous instance touched is
-        // zeroed in place up to this size instead of handed back to the kernel, so the
-        // next call does not fault every page of its heap in again.
-        .linear_memory_keep_resident(KEEP_RESIDENT)
-        .table_keep_resident(KEEP_RESIDENT);
+        .max_memory_size(MAX_PLUGIN_MEMORY);
     let mut config = base_config();
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     match Engine::new(&config) {
