@@ -428,26 +428,26 @@ impl PluginRecorder for JobLog {
             Some(text) => serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.clone())),
             None => json!({"error": call.error, "outcome": call.outcome}),
         };
-        let mut event = Event::new(
-            "FR-EVT-PLUGIN-001",
-            json!({
-                "plugin": call.plugin,
-                "role": call.role,
-                "world": call.world,
-                "digest": call.digest,
-                "world_version": call.world_version,
-                "function": call.function,
-                "input_hash": call.input_sha256,
-                "output_hash": call.output_sha256,
-                "output": output,
-                "outcome": call.outcome,
-                "error": call.error,
-                "duration_us": call.duration_us,
-                "clock": call.clock,
-                "seed": call.seed,
-                "step_id": scope.step_id,
-            }),
-        );
+        // Built member by member: `json!` would copy `output` through a serializer, and
+        // it is the model's whole answer on a model call.
+        let mut payload = serde_json::Map::with_capacity(15);
+        let mut put = |key: &str, value: Value| payload.insert(key.to_owned(), value);
+        put("plugin", Value::from(call.plugin.as_str()));
+        put("role", Value::from(call.role.as_str()));
+        put("world", Value::from(call.world.as_str()));
+        put("digest", Value::from(call.digest.as_str()));
+        put("world_version", Value::from(call.world_version.as_str()));
+        put("function", Value::from(call.function.as_str()));
+        put("input_hash", Value::from(call.input_sha256.as_str()));
+        put("output_hash", call.output_sha256.as_deref().map_or(Value::Null, Value::from));
+        put("output", output.clone());
+        put("outcome", Value::from(call.outcome.as_str()));
+        put("error", call.error.as_deref().map_or(Value::Null, Value::from));
+        put("duration_us", Value::from(call.duration_us));
+        put("clock", Value::from(call.clock.as_str()));
+        put("seed", Value::from(call.seed.as_str()));
+        put("step_id", scope.step_id.as_deref().map_or(Value::Null, Value::from));
+        let mut event = Event::new("FR-EVT-PLUGIN-001", Value::Object(payload));
         if let Some(mt) = &scope.mt_id {
             event = event.mt(mt);
         }
@@ -477,20 +477,23 @@ impl PluginRecorder for JobLog {
             digest: call.digest.clone(),
             world: Some(call.world.clone()),
             input_hash: call.input_sha256.clone(),
-            output: json!({
-                "function": call.function,
-                "world_version": call.world_version,
-                "role": call.role,
-                "input": input,
-                "input_ref": input_ref,
-                "input_elided": elided,
-                "output": output,
-                "output_sha256": call.output_sha256,
-                "outcome": call.outcome,
-                "error": call.error,
-                "clock": call.clock,
-                "seed": call.seed,
-            }),
+            output: {
+                let mut record = serde_json::Map::with_capacity(12);
+                let mut put = |key: &str, value: Value| record.insert(key.to_owned(), value);
+                put("function", Value::from(call.function.as_str()));
+                put("world_version", Value::from(call.world_version.as_str()));
+                put("role", Value::from(call.role.as_str()));
+                put("input", input);
+                put("input_ref", json!(input_ref));
+                put("input_elided", elided.unwrap_or(Value::Null));
+                put("output", output);
+                put("output_sha256", call.output_sha256.as_deref().map_or(Value::Null, Value::from));
+                put("outcome", Value::from(call.outcome.as_str()));
+                put("error", call.error.as_deref().map_or(Value::Null, Value::from));
+                put("clock", Value::from(call.clock.as_str()));
+                put("seed", Value::from(call.seed.as_str()));
+                Value::Object(record)
+            },
             mt_id: scope.mt_id.clone(),
             step_id: scope.step_id.clone(),
         });

@@ -48,6 +48,9 @@ pub struct LoadedPlugin {
     /// sha256 of the component bytes.
     pub digest: String,
     pre: WorldPre,
+    /// `spec.config`, shared by every call's state instead of copied into it (a replay
+    /// backend's config holds a whole cassette).
+    config: Arc<BTreeMap<String, String>>,
 }
 
 enum WorldPre {
@@ -185,7 +188,7 @@ impl PluginHost {
                 WorldPre::Validator(validator::ValidatorPre::new(instance_pre).map_err(wrong_world)?)
             }
         };
-        Ok(LoadedPlugin { spec: spec.clone(), digest, pre })
+        Ok(LoadedPlugin { spec: spec.clone(), digest, pre, config: Arc::new(spec.config.clone()) })
     }
 
     fn build_state(
@@ -277,7 +280,7 @@ impl PluginHost {
             http: wasmtime_wasi_http::WasiHttpCtx::new(),
             hooks: AllowListHooks { allowed: http_allow, identity: identity.clone(), deadline },
             limiter: MemoryLimiter { max_memory_bytes: plugin.spec.limits.memory_bytes },
-            config: Arc::new(plugin.spec.config.clone()),
+            config: plugin.config.clone(),
             toolbus: ctx.toolbus.clone().unwrap_or_else(|| Arc::new(NoToolBus)),
             identity,
             logs_kept: 0,
