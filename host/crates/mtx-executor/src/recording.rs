@@ -439,14 +439,14 @@ impl PluginRecorder for JobLog {
         put("world_version", Value::from(call.world_version.as_str()));
         put("function", Value::from(call.function.as_str()));
         put("input_hash", Value::from(call.input_sha256.as_str()));
-        put("output_hash", call.output_sha256.as_deref().map_or(Value::Null, Value::from));
+        put("output_hash", Value::from(call.output_sha256.as_deref()));
         put("output", output.clone());
         put("outcome", Value::from(call.outcome.as_str()));
-        put("error", call.error.as_deref().map_or(Value::Null, Value::from));
+        put("error", Value::from(call.error.as_deref()));
         put("duration_us", Value::from(call.duration_us));
         put("clock", Value::from(call.clock.as_str()));
         put("seed", Value::from(call.seed.as_str()));
-        put("step_id", scope.step_id.as_deref().map_or(Value::Null, Value::from));
+        put("step_id", Value::from(scope.step_id.as_deref()));
         let mut event = Event::new("FR-EVT-PLUGIN-001", Value::Object(payload));
         if let Some(mt) = &scope.mt_id {
             event = event.mt(mt);
@@ -487,9 +487,9 @@ impl PluginRecorder for JobLog {
                 put("input_ref", json!(input_ref));
                 put("input_elided", elided.unwrap_or(Value::Null));
                 put("output", output);
-                put("output_sha256", call.output_sha256.as_deref().map_or(Value::Null, Value::from));
+                put("output_sha256", Value::from(call.output_sha256.as_deref()));
                 put("outcome", Value::from(call.outcome.as_str()));
-                put("error", call.error.as_deref().map_or(Value::Null, Value::from));
+                put("error", Value::from(call.error.as_deref()));
                 put("clock", Value::from(call.clock.as_str()));
                 put("seed", Value::from(call.seed.as_str()));
                 Value::Object(record)

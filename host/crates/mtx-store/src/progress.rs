@@ -192,6 +192,17 @@ fn find_once(text: &[u8], needle: &[u8]) -> Option<usize> {
     found
 }
 
+/// The empty `micro_tasks` array of an outline, where a save puts the entries.
+const EMPTY: &[u8] = b"[]";
+
+/// `encode` of the document with `micro_tasks` empty (the entries are put back).
+fn outline<R>(doc: &mut ProgressArtifact, encode: impl FnOnce(&ProgressArtifact) -> R) -> R {
+    let entries = std::mem::take(&mut doc.micro_tasks);
+    let encoded = encode(doc);
+    doc.micro_tasks = entries;
+    encoded
+}
+
 impl ProgressDocument for ProgressArtifact {
     fn validate(&self) -> Result<(), Vec<String>> {
         ProgressArtifact::validate(self)
@@ -241,13 +252,12 @@ impl ProgressDocument for ProgressArtifact {
         // The outline is the document with no entries (`"micro_tasks":[]`) and no integrity
         // member, encoded straight from its fields, like `encode_plain` orders them.
         let stale = self.extra.remove(INTEGRITY_MEMBER);
-        let entries = std::mem::take(&mut self.micro_tasks);
-        let canonical = mtx_types::canonical_json(&*self);
-        self.micro_tasks = entries;
+        let canonical = outline(self, mtx_types::canonical_json);
         let forms = cache.forms(&mut self.micro_tasks);
         let needle = b"\"micro_tasks\":[]";
         let encoded = find_once(&canonical, needle).map(|at| {
-            let at = at + needle.len() - 2;
+            // Where the empty array stands, and the digests streamed in its place.
+            let at = at + needle.len() - EMPTY.len();
             let mut hasher = Sha256::new();
             hasher.update(&canonical[..at]);
             hasher.update(b"[");
@@ -260,16 +270,14 @@ impl ProgressDocument for ProgressArtifact {
                 hasher.update(b"\"");
             }
             hasher.update(b"]");
-            hasher.update(&canonical[at + 2..]);
+            hasher.update(&canonical[at + EMPTY.len()..]);
             hex::encode(hasher.finalize())
         });
         let bytes = encoded.and_then(|digest| {
             self.extra.insert(INTEGRITY_MEMBER.into(), serde_json::Value::from(digest));
-            let entries = std::mem::take(&mut self.micro_tasks);
-            let outline = serde_json::to_vec(&*self);
-            self.micro_tasks = entries;
+            let plain = outline(self, serde_json::to_vec);
             self.extra.remove(INTEGRITY_MEMBER);
-            let outline = outline.ok()?;
+            let outline = plain.ok()?;
             let at = find_once(&outline, needle)?;
             let size = outline.len() + forms.iter().map(|(_, encoded)| encoded.len() + 1).sum::<usize>() + 2;
             let mut bytes = Vec::with_capacity(size.div_ceil(PAD_BYTES) * PAD_BYTES);
