@@ -203,9 +203,15 @@ pub struct OpenedChain {
     pub torn: Option<TornTail>,
 }
 
-/// Builds the line for `body` at position `seq` after `prev_hash`: its bytes, and the
-/// record they encode (the map a reader parses back from them, without parsing).
-fn seal(seq: u64, prev_hash: &str, body: Map<String, Value>) -> (Vec<u8>, Map<String, Value>) {
+/// Builds the line for `body` at position `seq` after `prev_hash`: its bytes, the record
+/// they encode (the map a reader parses back from them, without parsing), and the SHA-256
+/// of the whole line (the next line's `prev_hash`).
+///
+/// The record's `hash` covers the line without that member, and the next line's
+/// `prev_hash` the line with it; both start with the same bytes (everything but the closing
+/// brace), which are hashed once and the state copied for the two endings.
+fn seal(seq: u64, prev_hash: &str, body: Map<String, Value>) -> (Vec<u8>, Map<String, Value>, String) {
+    use sha2::{Digest, Sha256};
     let mut map = Map::with_capacity(body.len() + 3);
     map.insert("seq".into(), Value::from(seq));
     map.insert("prev_hash".into(), Value::from(prev_hash));
@@ -216,13 +222,17 @@ fn seal(seq: u64, prev_hash: &str, body: Map<String, Value>) -> (Vec<u8>, Map<St
     }
     let mut line = Vec::with_capacity(1024);
     serde_json::to_writer(&mut line, &map).expect("JSON values serialise");
-    let hash = sha256_hex(&line);
     line.pop(); // the closing brace; the hash member goes in its place
+    let mut prefix = Sha256::new();
+    prefix.update(&line);
+    let hash = hex::encode(prefix.clone().chain_update(b"}").finalize());
+    let start = line.len();
     line.extend_from_slice(b",\"hash\":\"");
     line.extend_from_slice(hash.as_bytes());
     line.extend_from_slice(b"\"}");
+    let line_hash = hex::encode(prefix.chain_update(&line[start..]).finalize());
     map.insert("hash".into(), Value::from(hash));
-    (line, map)
+    (line, map, line_hash)
 }
 
 /// How long a writer waits for a lock held by someone else before reporting `Busy`.
@@ -421,8 +431,8 @@ impl ChainFile {
         let mut last_hash = self.last_hash.clone();
         let count = bodies.len() as u64;
         for (i, body) in bodies.into_iter().enumerate() {
-            let (line, record) = seal(self.next_seq + i as u64, &last_hash, body);
-            last_hash = sha256_hex(&line);
+            let (line, record, line_hash) = seal(self.next_seq + i as u64, &last_hash, body);
+            last_hash = line_hash;
             out.push(Appended {
                 seq: self.next_seq + i as u64,
                 offset: self.len + buffer.len() as u64,
@@ -474,6 +484,23 @@ mod tests {
 
     fn body(n: u64) -> Map<String, Value> {
         json!({"kind": "test", "n": n}).as_object().unwrap().clone()
+    }
+
+    /// The two hashes `seal` derives from one pass are those of the two texts they name.
+    #[test]
+    fn a_sealed_line_carries_the_hash_of_itself_without_it_and_yields_its_own() {
+        let long = "x".repeat(300);
+        for (seq, prev) in [(0, String::new()), (7, "ab".repeat(32))] {
+            let (line, record, line_hash) =
+                seal(seq, &prev, json!({"k": long, "n": seq}).as_object().unwrap().clone());
+            assert_eq!(line_hash, sha256_hex(&line));
+            let hash = record["hash"].as_str().unwrap();
+            let member = format!(",\"hash\":\"{hash}\"}}");
+            let without = [&line[..line.len() - member.len()], b"}"].concat();
+            assert_eq!(hash, sha256_hex(&without));
+            let parsed: Map<String, Value> = serde_json::from_slice(&line).unwrap();
+            assert_eq!(parsed, record);
+        }
     }
 
     #[test]

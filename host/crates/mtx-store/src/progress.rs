@@ -105,11 +105,24 @@ pub struct EntryCache {
     lineage: u64,
     /// This cache as a taker of a document's change record.
     id: u64,
+    /// The entries' digests as the integrity digest streams them in: `"<hex>",` per entry,
+    /// the last comma included; a save patches the changed entries' places.
+    digests: Vec<u8>,
+    /// The buffer of the file the store no longer needs (the one a save compared the
+    /// previous copy with), for the next save to encode into: a long job's file is large,
+    /// and a fresh buffer of that size costs a page fault per 4 KiB at every save.
+    spare: Vec<u8>,
 }
 
 impl Default for EntryCache {
     fn default() -> Self {
-        EntryCache { entries: Vec::new(), lineage: 0, id: mtx_types::progress::next_id() }
+        EntryCache {
+            entries: Vec::new(),
+            lineage: 0,
+            id: mtx_types::progress::next_id(),
+            digests: Vec::new(),
+            spare: Vec::new(),
+        }
     }
 }
 
@@ -136,41 +149,74 @@ fn encode_entry(entry: &MTProgressEntry) -> Vec<u8> {
 }
 
 impl EntryCache {
-    /// The digest and the encoded form of every entry, in order.
-    fn forms(&mut self, entries: &mut MicroTasks) -> Vec<(&str, &[u8])> {
+    /// An empty buffer for a save's bytes.
+    fn buffer(&mut self) -> Vec<u8> {
+        let mut buffer = std::mem::take(&mut self.spare);
+        buffer.clear();
+        buffer
+    }
+
+    /// Keeps `buffer` for the next save's bytes (the larger of it and the one kept).
+    fn recycle(&mut self, buffer: Vec<u8>) {
+        if buffer.capacity() > self.spare.capacity() {
+            self.spare = buffer;
+        }
+    }
+
+    /// The encoded form of every entry, in order, and their digests as `"<hex>","<hex>"`.
+    fn forms(&mut self, entries: &mut MicroTasks) -> (Vec<&[u8]>, &[u8]) {
         let changes = entries.take_changes(self.id);
         let known = self.lineage == changes.lineage && self.entries.len() <= entries.len();
         self.lineage = changes.lineage;
         let cached = self.entries.len();
         self.entries.resize_with(entries.len(), || None);
         match changes.indexes {
-            Some(indexes) if known => {
+            Some(indexes) if known && self.digests.len() == cached * DIGEST_SLOT => {
                 for i in indexes.into_iter().filter(|&i| i < cached) {
-                    self.entries[i] = Some(CachedEntry::of(&entries[i]));
+                    let entry = CachedEntry::of(&entries[i]);
+                    put_digest(&mut self.digests[i * DIGEST_SLOT..(i + 1) * DIGEST_SLOT], &entry.digest);
+                    self.entries[i] = Some(entry);
                 }
                 for (slot, entry) in self.entries.iter_mut().zip(entries.iter()).skip(cached) {
-                    *slot = Some(CachedEntry::of(entry));
+                    let entry = CachedEntry::of(entry);
+                    let at = self.digests.len();
+                    self.digests.resize(at + DIGEST_SLOT, 0);
+                    put_digest(&mut self.digests[at..], &entry.digest);
+                    *slot = Some(entry);
                 }
             }
             // The entry's bytes decide: equal bytes are an equal entry in the file, and
             // the digest is a function of them.
             _ => {
-                for (slot, entry) in self.entries.iter_mut().zip(entries.iter()) {
+                self.digests.clear();
+                self.digests.resize(entries.len() * DIGEST_SLOT, 0);
+                for (i, (slot, entry)) in self.entries.iter_mut().zip(entries.iter()).enumerate() {
                     let encoded = encode_entry(entry);
                     if slot.as_ref().is_none_or(|c| c.encoded != encoded) {
                         *slot = Some(CachedEntry::encoded(entry, encoded));
                     }
+                    let digest = &slot.as_ref().expect("filled above").digest;
+                    put_digest(&mut self.digests[i * DIGEST_SLOT..(i + 1) * DIGEST_SLOT], digest);
                 }
             }
         }
-        self.entries
-            .iter()
-            .map(|c| {
-                let c = c.as_ref().expect("filled above");
-                (c.digest.as_str(), c.encoded.as_slice())
-            })
-            .collect()
+        let encoded =
+            self.entries.iter().map(|c| c.as_ref().expect("filled above").encoded.as_slice()).collect();
+        // Without the last entry's comma.
+        (encoded, &self.digests[..self.digests.len().saturating_sub(1)])
     }
+}
+
+/// Bytes per entry in [`EntryCache::digests`]: a quoted SHA-256 in hex and a comma.
+const DIGEST_SLOT: usize = 64 + 3;
+
+/// Writes `"<digest>",` into a slot of [`EntryCache::digests`].
+fn put_digest(slot: &mut [u8], digest: &str) {
+    debug_assert_eq!(digest.len(), 64, "a SHA-256 in hex");
+    slot[0] = b'"';
+    slot[1..65].copy_from_slice(digest.as_bytes());
+    slot[65] = b'"';
+    slot[66] = b',';
 }
 
 /// Where the one occurrence of `needle` in `text` starts; `None` unless there is exactly one.
@@ -253,7 +299,8 @@ impl ProgressDocument for ProgressArtifact {
         // member, encoded straight from its fields, like `encode_plain` orders them.
         let stale = self.extra.remove(INTEGRITY_MEMBER);
         let canonical = outline(self, mtx_types::canonical_json);
-        let forms = cache.forms(&mut self.micro_tasks);
+        let mut bytes = cache.buffer();
+        let (forms, digests) = cache.forms(&mut self.micro_tasks);
         let needle = b"\"micro_tasks\":[]";
         let encoded = find_once(&canonical, needle).map(|at| {
             // Where the empty array stands, and the digests streamed in its place.
@@ -261,14 +308,7 @@ impl ProgressDocument for ProgressArtifact {
             let mut hasher = Sha256::new();
             hasher.update(&canonical[..at]);
             hasher.update(b"[");
-            for (i, (digest, _)) in forms.iter().enumerate() {
-                if i > 0 {
-                    hasher.update(b",");
-                }
-                hasher.update(b"\"");
-                hasher.update(digest.as_bytes());
-                hasher.update(b"\"");
-            }
+            hasher.update(digests);
             hasher.update(b"]");
             hasher.update(&canonical[at + EMPTY.len()..]);
             hex::encode(hasher.finalize())
@@ -279,11 +319,11 @@ impl ProgressDocument for ProgressArtifact {
             self.extra.remove(INTEGRITY_MEMBER);
             let outline = plain.ok()?;
             let at = find_once(&outline, needle)?;
-            let size = outline.len() + forms.iter().map(|(_, encoded)| encoded.len() + 1).sum::<usize>() + 2;
-            let mut bytes = Vec::with_capacity(size.div_ceil(PAD_BYTES) * PAD_BYTES);
+            let size = outline.len() + forms.iter().map(|encoded| encoded.len() + 1).sum::<usize>() + 2;
+            bytes.reserve(size.div_ceil(PAD_BYTES) * PAD_BYTES);
             bytes.extend_from_slice(&outline[..at]);
             bytes.extend_from_slice(b"\"micro_tasks\":[");
-            for (i, (_, encoded)) in forms.iter().enumerate() {
+            for (i, encoded) in forms.iter().enumerate() {
                 if i > 0 {
                     bytes.push(b',');
                 }
@@ -332,10 +372,12 @@ enum Task {
     Flush,
 }
 
-/// The answer to a task, with the bytes it was given back.
+/// The answer to a task, with the bytes it was given back and the buffer of the file it
+/// compared them with (empty when there was none).
 struct Done {
     result: io::Result<()>,
     bytes: Vec<u8>,
+    spare: Vec<u8>,
 }
 
 impl Worker {
@@ -345,7 +387,7 @@ impl Worker {
         let thread = std::thread::Builder::new().name("mtx-progress".into()).spawn(move || {
             let mut failed: Option<io::Error> = None;
             for task in inbox {
-                let (result, bytes) = match task {
+                let (result, bytes, spare) = match task {
                     Task::SyncDir(dir) => {
                         if let Err(e) = sync_dir(&dir) {
                             failed.get_or_insert(e);
@@ -357,11 +399,11 @@ impl Worker {
                             Some(e) => Err(e),
                             None => rewrite_previous(&path, &bytes, &previous, known.as_ref()),
                         };
-                        (result, bytes)
+                        (result, bytes, known.map(|k| k.bytes).unwrap_or_default())
                     }
-                    Task::Flush => (failed.take().map_or(Ok(()), Err), Vec::new()),
+                    Task::Flush => (failed.take().map_or(Ok(()), Err), Vec::new(), Vec::new()),
                 };
-                if outbox.send(Done { result, bytes }).is_err() {
+                if outbox.send(Done { result, bytes, spare }).is_err() {
                     return;
                 }
             }
@@ -386,7 +428,11 @@ impl Worker {
 
 impl Done {
     fn stopped() -> Done {
-        Done { result: Err(io::Error::other("the progress store's thread stopped")), bytes: Vec::new() }
+        Done {
+            result: Err(io::Error::other("the progress store's thread stopped")),
+            bytes: Vec::new(),
+            spare: Vec::new(),
+        }
     }
 }
 
@@ -555,7 +601,8 @@ impl ProgressStore {
         // which moved it there) while the barrier runs here.
         let sent = worker.send(rewrite);
         let barrier = barrier();
-        let Done { result: rewritten, bytes } = if sent { worker.answer() } else { Done::stopped() };
+        let Done { result: rewritten, bytes, spare } = if sent { worker.answer() } else { Done::stopped() };
+        lock(&self.cache).recycle(spare);
         if barrier.is_err() {
             let cut = std::fs::OpenOptions::new().write(true).open(&previous).and_then(|f| f.set_len(0));
             if let Err(e) = cut {
