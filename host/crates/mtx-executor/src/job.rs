@@ -181,7 +181,9 @@ impl Job {
         let ext = serde_json::to_value(&self.ext).map_err(internal)?;
         self.progress.extra.insert(EXT_KEY.into(), ext);
         // Write-ahead: the events describing this state are durable before it is (the
-        // store writes its copy meanwhile, and puts it in place after the barrier).
+        // store writes its copy meanwhile, and puts it in place after the barrier, on its
+        // own thread: the next save, a flush, or the loop before its next model call waits
+        // for that).
         self.progress_store.save_after(&mut self.progress, || self.log.sync_apply_behind())?;
         Ok(())
     }
@@ -309,6 +311,7 @@ impl Job {
         self.record.job_metrics.total_tokens = s.total_tokens_prompt + s.total_tokens_completion;
         self.record.job_metrics.tokens_executor = self.record.job_metrics.total_tokens;
         self.record.job_metrics.duration_ms = s.total_duration_ms;
+        self.progress_store.settle()?;
         self.record.progress_artifact_ref = file_handle(&self.dir, "progress_artifact.json")?;
         self.record.run_ledger_ref = file_handle(&self.dir, "run_ledger.jsonl")?;
         let bytes = serde_json::to_vec_pretty(&self.record).map_err(internal)?;

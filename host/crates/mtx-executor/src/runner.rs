@@ -1594,6 +1594,7 @@ impl<'a> Run<'a> {
     }
 
     fn record_completion(&mut self, job_status: JobStatus, reason: &str) -> Result<(), ExecError> {
+        self.job.progress_store.settle()?;
         let progress_ref = file_handle(&self.job.dir, "progress_artifact.json")?;
         let ledger_ref = file_handle(&self.job.dir, "run_ledger.jsonl")?;
         self.emit(Event::new(
@@ -2034,6 +2035,9 @@ impl<'a> Run<'a> {
         // the step's files, which the journal's thread writes under their names during the
         // call; `call_model` settles the journal as soon as the call returns.
         self.job.log.sync_apply_behind()?;
+        // The last progress save is in place (its store's thread exchanged the names while
+        // this iteration was prepared): a save that failed stops the job before the call.
+        self.job.progress_store.settle()?;
         if cloud_request_id.is_some() {
             // A consented request leaves the machine once: its step's files are in place
             // first, so a failed write stops the job before the call, not after it.
@@ -3733,6 +3737,7 @@ impl<'a> Run<'a> {
         self.job.save_progress()?;
         let refs = ["progress_artifact.json".to_string(), "run_ledger.jsonl".to_string()];
         self.job.dir.settled()?;
+        self.job.progress_store.settle()?;
         let contents: Vec<(String, Vec<u8>)> = refs
             .iter()
             .map(|r| (r.clone(), std::fs::read(self.job.dir.root().join(r)).unwrap_or_default()))

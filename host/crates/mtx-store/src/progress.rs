@@ -11,11 +11,13 @@
 //!
 //! A running job saves at every iteration, so the save keeps its syncs off the loop's
 //! path where order allows ([`ProgressStore::save_after`]): the previous copy is written
-//! and synced while the caller's barrier (the journal's fdatasync) runs, the names are
-//! exchanged once both are done, and the directory sync that makes the exchange durable
-//! runs in the background, joined before the next save touches the previous copy. Until
-//! it is done a power loss may leave the names as they were, each file whole: the job
-//! resumes from the document before, as after a crash just before the exchange. The file
+//! and synced on the store's own thread while the caller's barrier (the journal's
+//! fdatasync) runs; once the barrier is done the save returns, and that thread exchanges
+//! the names as soon as its copy is synced, then syncs the directory. The next save, a
+//! read of the document through the store, [`ProgressStore::flush`] and
+//! [`ProgressStore::settle`] wait for that exchange and report its failure. Until the
+//! directory sync is done a power loss may leave the names as they were, each file whole:
+//! the job resumes from the document before, as after a crash just before the exchange. The file
 //! is padded with spaces to a multiple of [`PAD_BYTES`], so its size, and with it the
 //! inode a data sync would also write, changes once in many saves.
 //!
@@ -352,6 +354,8 @@ pub struct ProgressStore {
     written: Arc<Mutex<[Option<KnownFile>; 2]>>,
     /// The thread that writes the previous copy and syncs the directory.
     worker: Arc<Mutex<Option<Worker>>>,
+    /// Held through a save, so saves through clones of the store run one at a time.
+    saving: Arc<Mutex<()>>,
 }
 
 /// A thread of the store's own. It takes tasks in order, so the directory sync of one
@@ -361,22 +365,29 @@ struct Worker {
     tasks: mpsc::Sender<Task>,
     done: mpsc::Receiver<Done>,
     thread: Option<JoinHandle<()>>,
+    /// An `Install` was sent and its answer not taken yet.
+    pending: bool,
 }
 
 enum Task {
-    /// `fsutil::rewrite_previous`, answered.
+    /// `fsutil::rewrite_previous`; its result waits for the `Install` that follows.
     Rewrite { path: PathBuf, previous: PathBuf, bytes: Vec<u8>, known: Option<KnownFile> },
-    /// `fsutil::sync_dir`, unanswered: a failure is the answer to the next task.
-    SyncDir(PathBuf),
+    /// After the caller's barrier: when it held (`barrier_held`) and the rewrite before
+    /// succeeded, exchanges the names (`fsutil::swap_in`), answers, then syncs the
+    /// directory (a failure of that sync is the answer to the next `Install` or `Flush`).
+    /// When the barrier failed, empties the previous copy, which must not stand for a
+    /// document whose barrier never completed, and answers.
+    Install { path: PathBuf, previous: PathBuf, barrier_held: bool },
     /// Answered once every task before it is done.
     Flush,
 }
 
-/// The answer to a task, with the bytes it was given back and the buffer of the file it
-/// compared them with (empty when there was none).
+/// The answer to a task: for an installed save, the file now at the document's path (what
+/// the previous copy will hold at the save after next), and the buffer of the file the
+/// rewrite compared with (empty when there was none), for the next save to encode into.
 struct Done {
     result: io::Result<()>,
-    bytes: Vec<u8>,
+    installed: Option<KnownFile>,
     spare: Vec<u8>,
 }
 
@@ -385,30 +396,56 @@ impl Worker {
         let (tasks, inbox) = mpsc::channel::<Task>();
         let (outbox, done) = mpsc::channel();
         let thread = std::thread::Builder::new().name("mtx-progress".into()).spawn(move || {
+            // A failed directory sync, reported with the next answer.
             let mut failed: Option<io::Error> = None;
+            // The last rewrite: its result, its bytes and the buffer it compared with.
+            let mut staged: Option<(io::Result<()>, Vec<u8>, Vec<u8>)> = None;
             for task in inbox {
-                let (result, bytes, spare) = match task {
-                    Task::SyncDir(dir) => {
-                        if let Err(e) = sync_dir(&dir) {
-                            failed.get_or_insert(e);
-                        }
+                let mut sync_after = None;
+                let done = match task {
+                    Task::Rewrite { path, previous, bytes, known } => {
+                        let result = rewrite_previous(&path, &bytes, &previous, known.as_ref());
+                        staged = Some((result, bytes, known.map(|k| k.bytes).unwrap_or_default()));
                         continue;
                     }
-                    Task::Rewrite { path, previous, bytes, known } => {
-                        let result = match failed.take() {
-                            Some(e) => Err(e),
-                            None => rewrite_previous(&path, &bytes, &previous, known.as_ref()),
+                    Task::Install { path, previous, barrier_held } => {
+                        let (rewritten, bytes, spare) = staged.take().unwrap_or_else(|| {
+                            (Err(io::Error::other("no rewrite before the install")), Vec::new(), Vec::new())
+                        });
+                        let result = if barrier_held {
+                            failed.take().map_or(rewritten, Err).and_then(|()| {
+                                install(&path, &previous, bytes).map(|(installed, exchanged)| {
+                                    if exchanged {
+                                        sync_after = Some(path.parent().unwrap_or(Path::new(".")).to_owned());
+                                    }
+                                    installed
+                                })
+                            })
+                        } else {
+                            let cut = std::fs::OpenOptions::new().write(true).open(&previous).and_then(|f| f.set_len(0));
+                            if let Err(e) = cut {
+                                tracing::warn!(path = %previous.display(), error = %e, "previous progress copy not emptied");
+                            }
+                            Err(io::Error::other("the barrier failed"))
                         };
-                        (result, bytes, known.map(|k| k.bytes).unwrap_or_default())
+                        match result {
+                            Ok(installed) => Done { result: Ok(()), installed: Some(installed), spare },
+                            Err(e) => Done { result: Err(e), installed: None, spare },
+                        }
                     }
-                    Task::Flush => (failed.take().map_or(Ok(()), Err), Vec::new(), Vec::new()),
+                    Task::Flush => Done { result: failed.take().map_or(Ok(()), Err), installed: None, spare: Vec::new() },
                 };
-                if outbox.send(Done { result, bytes, spare }).is_err() {
+                if outbox.send(done).is_err() {
                     return;
+                }
+                if let Some(dir) = sync_after
+                    && let Err(e) = sync_dir(&dir)
+                {
+                    failed.get_or_insert(e);
                 }
             }
         })?;
-        Ok(Worker { tasks, done, thread: Some(thread) })
+        Ok(Worker { tasks, done, thread: Some(thread), pending: false })
     }
 
     fn send(&self, task: Task) -> bool {
@@ -430,14 +467,33 @@ impl Done {
     fn stopped() -> Done {
         Done {
             result: Err(io::Error::other("the progress store's thread stopped")),
-            bytes: Vec::new(),
+            installed: None,
             spare: Vec::new(),
         }
     }
 }
 
+/// Puts the synced previous copy in place at `path` (on the store's thread, after the
+/// caller's barrier). Returns the file now at `path` and whether the names were exchanged
+/// (then the directory sync may follow later); a first save, renamed rather than
+/// exchanged, syncs the directory before it counts as done.
+fn install(path: &Path, previous: &Path, bytes: Vec<u8>) -> io::Result<(KnownFile, bool)> {
+    failpoint("progress.rename.before");
+    let exchanged = swap_in(path, previous)?;
+    if !exchanged {
+        sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+    }
+    failpoint("progress.rename.after");
+    Ok((KnownFile::now_at(path, bytes)?, exchanged))
+}
+
 impl Drop for Worker {
     fn drop(&mut self) {
+        if std::mem::take(&mut self.pending)
+            && let Err(e) = self.answer().result
+        {
+            tracing::error!(error = %e, "progress artifact: the last save was not put in place");
+        }
         let Done { result, .. } = self.ask(Task::Flush);
         if let Err(e) = result {
             tracing::error!(error = %e, "progress artifact: directory sync failed");
@@ -463,6 +519,7 @@ impl ProgressStore {
             cache: Arc::default(),
             written: Arc::default(),
             worker: Arc::default(),
+            saving: Arc::default(),
         }
     }
 
@@ -471,7 +528,7 @@ impl ProgressStore {
     }
 
     pub fn exists(&self) -> bool {
-        self.path.exists()
+        lock(&self.worker).as_ref().is_some_and(|w| w.pending) || self.path.exists()
     }
 
     /// Reads, parses and validates the document.
@@ -480,6 +537,7 @@ impl ProgressStore {
     }
 
     fn load_from<T: ProgressDocument>(&self, path: &Path) -> Result<T, StoreError> {
+        self.settle()?;
         let bytes = std::fs::read(path).map_err(|e| StoreError::io(path, e))?;
         if bytes.len() as u64 > self.cap {
             return Err(StoreError::corrupt(
@@ -510,20 +568,28 @@ impl ProgressStore {
     /// History the document archives (11.4) is written to its chunk files first, so the
     /// saved document never names a chunk that is not durable; the document's size, and
     /// so the cost of a save, stays bounded however long the job runs.
+    /// The file is in place when it returns.
     pub fn save<T: ProgressDocument>(&self, doc: &mut T) -> Result<u64, StoreError> {
-        self.save_after(doc, || Ok(()))
+        let size = self.save_after(doc, || Ok(()))?;
+        self.settle()?;
+        Ok(size)
     }
 
     /// [`ProgressStore::save`], but only once `barrier` (run on this thread) succeeds:
     /// what a barrier makes durable is durable before the saved document names it. The
-    /// previous copy is written and synced meanwhile, on a thread of its own; the names are
-    /// exchanged after both. A failed barrier leaves `path` as it was and the previous copy
-    /// empty: it must not stand for a document whose barrier never completed.
+    /// previous copy is written and synced meanwhile, on a thread of its own, which
+    /// exchanges the names after both; the call returns once the barrier is done, and
+    /// [`ProgressStore::settle`] (which every later save, load and flush runs first) waits
+    /// for the exchange and reports its failure. A failed barrier leaves `path` as it was
+    /// and the previous copy empty: it must not stand for a document whose barrier never
+    /// completed.
     pub fn save_after<T: ProgressDocument>(
         &self,
         doc: &mut T,
         barrier: impl FnOnce() -> Result<(), StoreError>,
     ) -> Result<u64, StoreError> {
+        let _saving = lock(&self.saving);
+        self.settle()?;
         let chunks = doc.cut_chunks();
         if !chunks.is_empty() {
             self.write_chunks(&chunks)?;
@@ -538,10 +604,35 @@ impl ProgressStore {
     /// Waits for the directory sync of the last save: from here on its exchange survives
     /// a power loss.
     pub fn flush(&self) -> Result<(), StoreError> {
+        self.settle()?;
         let dir = self.path.parent().unwrap_or_else(|| Path::new("."));
         match lock(&self.worker).as_ref() {
             Some(worker) => worker.ask(Task::Flush).result.map_err(|e| StoreError::io(dir, e)),
             None => Ok(()),
+        }
+    }
+
+    /// Waits until the last save's document is in place at the path (a save returns once
+    /// its barrier is done; the store's thread exchanges the names when its copy is synced)
+    /// and reports a failure to put it there. Every save, load and flush does it first; a
+    /// caller about to act on the saved state (the loop, before a model call) may call it
+    /// to learn of a failed save at once rather than at the next save.
+    pub fn settle(&self) -> Result<(), StoreError> {
+        let mut worker = lock(&self.worker);
+        let Some(worker) = worker.as_mut().filter(|w| w.pending) else { return Ok(()) };
+        worker.pending = false;
+        let Done { result, installed, spare } = worker.answer();
+        lock(&self.cache).recycle(spare);
+        let mut written = lock(&self.written);
+        match result {
+            Ok(()) => {
+                *written = [written[1].take(), installed];
+                Ok(())
+            }
+            Err(e) => {
+                *written = [None, None];
+                Err(StoreError::io(&self.path, e))
+            }
         }
     }
 
@@ -584,49 +675,38 @@ impl ProgressStore {
             bytes.resize(padded, b' ');
         }
         let previous = self.previous_path();
-        let dir = self.path.parent().unwrap_or_else(|| Path::new("."));
-        let mut written = lock(&self.written);
-        let mut worker = lock(&self.worker);
-        if worker.is_none() {
-            *worker = Some(Worker::start().map_err(|e| StoreError::io(&self.path, e))?);
+        let stopped = || StoreError::io(&self.path, io::Error::other("the progress store's thread stopped"));
+        {
+            let mut worker = lock(&self.worker);
+            if worker.is_none() {
+                *worker = Some(Worker::start().map_err(|e| StoreError::io(&self.path, e))?);
+            }
+            let worker = worker.as_mut().expect("started above");
+            let known = lock(&self.written)[0].take();
+            let rewrite = Task::Rewrite { path: self.path.clone(), previous: previous.clone(), bytes, known };
+            // The store's thread rewrites the previous copy (after the directory sync of the
+            // last save, which moved it there) while the barrier runs here.
+            if !worker.send(rewrite) {
+                *lock(&self.written) = [None, None];
+                return Err(stopped());
+            }
         }
-        let worker = worker.as_ref().expect("started above");
-        let rewrite = Task::Rewrite {
-            path: self.path.clone(),
-            previous: previous.clone(),
-            bytes,
-            known: written[0].take(),
-        };
-        // The worker takes the previous copy (after the directory sync of the last save,
-        // which moved it there) while the barrier runs here.
-        let sent = worker.send(rewrite);
+        // Not under the worker's lock: a barrier may read the document (the current one).
         let barrier = barrier();
-        let Done { result: rewritten, bytes, spare } = if sent { worker.answer() } else { Done::stopped() };
-        lock(&self.cache).recycle(spare);
-        if barrier.is_err() {
-            let cut = std::fs::OpenOptions::new().write(true).open(&previous).and_then(|f| f.set_len(0));
-            if let Err(e) = cut {
-                tracing::warn!(path = %previous.display(), error = %e, "previous progress copy not emptied");
+        {
+            let mut worker = lock(&self.worker);
+            let worker = worker.as_mut().expect("started above");
+            let install = Task::Install { path: self.path.clone(), previous, barrier_held: barrier.is_ok() };
+            if !worker.send(install) {
+                *lock(&self.written) = [None, None];
+                return Err(stopped());
             }
+            worker.pending = true;
         }
-        let swapped = barrier.and_then(|()| {
-            rewritten.map_err(|e| StoreError::io(&self.path, e))?;
-            failpoint("progress.rename.before");
-            let exchanged = swap_in(&self.path, &previous).map_err(|e| StoreError::io(&self.path, e))?;
-            if exchanged {
-                worker.send(Task::SyncDir(dir.to_owned()));
-            } else {
-                sync_dir(dir).map_err(|e| StoreError::io(dir, e))?;
-            }
-            failpoint("progress.rename.after");
-            KnownFile::now_at(&self.path, bytes).map_err(|e| StoreError::io(&self.path, e))
-        });
-        match swapped {
-            Ok(now) => *written = [written[1].take(), Some(now)],
-            Err(e) => {
-                *written = [None, None];
-                return Err(e);
-            }
+        if let Err(e) = barrier {
+            // The previous copy is emptied and the document stays as it was.
+            let _ = self.settle();
+            return Err(e);
         }
         Ok(size)
     }
@@ -798,6 +878,32 @@ pub(crate) mod tests {
         store.save(&mut doc).unwrap();
         store.flush().unwrap();
         assert_eq!((store.load::<Doc>().unwrap().n, store.load_previous::<Doc>().unwrap().n), (4, 2));
+    }
+
+    /// A save returns after its barrier and the document is put in place behind it; a
+    /// failure there is reported by the next settle (or save), and the current file stays
+    /// as it was.
+    #[test]
+    fn a_save_is_put_in_place_behind_the_barrier_and_a_failure_there_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("progress_artifact.json");
+        let store = ProgressStore::new(&path);
+        store.save(&mut Doc { n: 1, updated_at: String::new(), total: 0 }).unwrap();
+        // A directory where the previous copy goes: the copy cannot be written.
+        std::fs::create_dir(store.previous_path()).unwrap();
+        std::fs::write(store.previous_path().join("keep"), b"x").unwrap();
+        store.save_after(&mut Doc { n: 2, updated_at: String::new(), total: 0 }, || Ok(())).unwrap();
+        assert!(matches!(store.settle(), Err(StoreError::Io { .. })));
+        store.settle().unwrap();
+        assert_eq!(store.load::<Doc>().unwrap().n, 1, "the current file is untouched");
+        // The same failure, met by the next save instead of a settle.
+        store.save_after(&mut Doc { n: 3, updated_at: String::new(), total: 0 }, || Ok(())).unwrap();
+        assert!(store.save(&mut Doc { n: 4, updated_at: String::new(), total: 0 }).is_err());
+        std::fs::remove_dir_all(store.previous_path()).unwrap();
+        store.save_after(&mut Doc { n: 5, updated_at: String::new(), total: 0 }, || Ok(())).unwrap();
+        store.settle().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap().len(), PAD_BYTES, "in place once settled");
+        assert_eq!(store.load::<Doc>().unwrap().n, 5);
     }
 
     #[test]
