@@ -82,6 +82,21 @@ pub fn is_test_oracle(path: &str) -> bool {
 /// Workspace files (relative paths and sizes), skipping `.git`, the state directory and
 /// build output.
 fn list_files(root: &Path, skip: &[String]) -> Vec<(String, u64)> {
+    walk_files(root, skip, |e| e.metadata().map(|m| m.len()).unwrap_or(0))
+}
+
+/// The workspace's files, relative to `root` and sorted, without their sizes: no `stat`
+/// per file (the walk's directory entries already tell files from directories).
+fn list_paths(root: &Path, skip: &[String]) -> Vec<String> {
+    walk_files(root, skip, |_| ()).into_iter().map(|(p, ())| p).collect()
+}
+
+/// Every file under `root` (not `.git`, `target` or `skip`), with what `of` tells of it.
+fn walk_files<T: Ord>(
+    root: &Path,
+    skip: &[String],
+    of: impl Fn(&std::fs::DirEntry) -> T,
+) -> Vec<(String, T)> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -97,7 +112,7 @@ fn list_files(root: &Path, skip: &[String]) -> Vec<(String, u64)> {
             if ft.is_dir() {
                 stack.push(path);
             } else if ft.is_file() {
-                out.push((rel, e.metadata().map(|m| m.len()).unwrap_or(0)));
+                out.push((rel, of(&e)));
             }
         }
     }
@@ -1702,9 +1717,8 @@ impl<'a> Run<'a> {
     }
 
     fn protected_files(&self, mt: &MicroTaskDefinition) -> Vec<String> {
-        list_files(&self.workspace, &self.state_skip())
+        list_paths(&self.workspace, &self.state_skip())
             .into_iter()
-            .map(|(p, _)| p)
             .filter(|p| is_test_oracle(p) && !mt.files.modify.contains(p) && !mt.files.create.contains(p))
             .collect()
     }
@@ -3988,7 +4002,40 @@ fn blocked_reason_of(r: &IterationRecord) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::is_test_oracle;
+    use super::{is_test_oracle, list_files, list_paths};
+
+    /// The walk without sizes names the same files, in the same order, and skips the same
+    /// directories as the one with them.
+    #[test]
+    fn the_workspace_walk_without_sizes_names_the_same_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for (path, bytes) in [
+            ("src/lib.rs", "fn a() {}"),
+            ("src/deep/b.rs", "b"),
+            ("tests/t.rs", ""),
+            ("target/debug/x", "x"),
+            (".git/HEAD", "ref"),
+            (".mtx/jobs/j", "state"),
+            ("README.md", "readme"),
+        ] {
+            let file = root.join(path);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, bytes).unwrap();
+        }
+        let skip = vec![".mtx".to_string()];
+        let sized = list_files(root, &skip);
+        assert_eq!(
+            sized,
+            vec![
+                ("README.md".to_string(), 6),
+                ("src/deep/b.rs".to_string(), 1),
+                ("src/lib.rs".to_string(), 9),
+                ("tests/t.rs".to_string(), 0),
+            ]
+        );
+        assert_eq!(list_paths(root, &skip), sized.into_iter().map(|(p, _)| p).collect::<Vec<_>>());
+    }
 
     #[test]
     fn test_oracles_are_test_dirs_and_test_named_files() {
