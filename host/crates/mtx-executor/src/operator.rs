@@ -114,6 +114,10 @@ fn running(p: &Paused, job_id: &str, what: &str) -> Result<(), ExecError> {
     }
 }
 
+/// How long [`request_skip`] reads a running job's progress again while it shows no active
+/// MT (an MT that started in the last moment, its save not yet in place).
+const ACTIVE_MT_PATIENCE: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Asks a running job to skip its active MT (5.15). The loop honours it at the MT's next
 /// decision (rule 2 of 5.6), unless that iteration succeeds, and records FR-EVT-MT-016
 /// with reason `user_skip`.
@@ -123,8 +127,17 @@ pub fn request_skip(
     note: Option<&str>,
     user_id: &str,
 ) -> Result<OperatorRequest, ExecError> {
-    let p = open(state_dir, job_id)?;
+    let mut p = open(state_dir, job_id)?;
     running(&p, job_id, "skip")?;
+    // A running job puts each progress save in place just after it (its store's thread
+    // exchanges the names once the copy is synced), so an MT that has just started may not
+    // show yet: read again for a moment before saying there is none.
+    let started = std::time::Instant::now();
+    while p.progress.current_state.active_mt.is_none() && started.elapsed() < ACTIVE_MT_PATIENCE {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        p = open(state_dir, job_id)?;
+        running(&p, job_id, "skip")?;
+    }
     let Some(mt_id) = p.progress.current_state.active_mt.clone() else {
         return Err(ExecError::InvalidInput(format!("job {job_id} has no active MT to skip")));
     };
