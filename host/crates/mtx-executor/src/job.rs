@@ -221,6 +221,13 @@ impl Job {
         Ok(())
     }
 
+    /// The handle of the progress artifact as the last save left it (once that save is in
+    /// place: its store's thread exchanges the names after the save returns).
+    pub fn progress_handle(&self) -> Result<ArtifactHandle, ExecError> {
+        self.progress_store.settle()?;
+        file_handle(&self.dir, "progress_artifact.json")
+    }
+
     /// Rewrites `job.json` from the current state.
     pub fn write_record(&mut self) -> Result<(), ExecError> {
         let cs = &self.progress.current_state;
@@ -311,8 +318,7 @@ impl Job {
         self.record.job_metrics.total_tokens = s.total_tokens_prompt + s.total_tokens_completion;
         self.record.job_metrics.tokens_executor = self.record.job_metrics.total_tokens;
         self.record.job_metrics.duration_ms = s.total_duration_ms;
-        self.progress_store.settle()?;
-        self.record.progress_artifact_ref = file_handle(&self.dir, "progress_artifact.json")?;
+        self.record.progress_artifact_ref = self.progress_handle()?;
         self.record.run_ledger_ref = file_handle(&self.dir, "run_ledger.jsonl")?;
         let bytes = serde_json::to_vec_pretty(&self.record).map_err(internal)?;
         self.dir.write_file("job.json", &bytes)?;

@@ -1609,8 +1609,7 @@ impl<'a> Run<'a> {
     }
 
     fn record_completion(&mut self, job_status: JobStatus, reason: &str) -> Result<(), ExecError> {
-        self.job.progress_store.settle()?;
-        let progress_ref = file_handle(&self.job.dir, "progress_artifact.json")?;
+        let progress_ref = self.job.progress_handle()?;
         let ledger_ref = file_handle(&self.job.dir, "run_ledger.jsonl")?;
         self.emit(Event::new(
             "FR-EVT-MT-009",

@@ -27,7 +27,7 @@ pub fn atomic_write_in(path: &Path, bytes: &[u8], journal: Option<&Journal>) -> 
 }
 
 /// The directory of `path`: `.` for a bare file name.
-fn parent_dir(path: &Path) -> &Path {
+pub(crate) fn parent_dir(path: &Path) -> &Path {
     path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| Path::new("."))
 }
 

@@ -43,7 +43,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::StoreError;
 use crate::failpoint::failpoint;
-use crate::fsutil::{KnownFile, rewrite_previous, swap_in, sync_dir};
+use crate::fsutil::{KnownFile, parent_dir, rewrite_previous, swap_in, sync_dir};
 
 /// Maximum size of a progress artifact (MTX-SPEC 11.4).
 pub const PROGRESS_CAP_BYTES: u64 = 10 * 1024 * 1024;
@@ -413,14 +413,7 @@ impl Worker {
                             (Err(io::Error::other("no rewrite before the install")), Vec::new(), Vec::new())
                         });
                         let result = if barrier_held {
-                            failed.take().map_or(rewritten, Err).and_then(|()| {
-                                install(&path, &previous, bytes).map(|(installed, exchanged)| {
-                                    if exchanged {
-                                        sync_after = Some(path.parent().unwrap_or(Path::new(".")).to_owned());
-                                    }
-                                    installed
-                                })
-                            })
+                            failed.take().map_or(rewritten, Err).and_then(|()| install(&path, &previous, bytes))
                         } else {
                             let cut = std::fs::OpenOptions::new().write(true).open(&previous).and_then(|f| f.set_len(0));
                             if let Err(e) = cut {
@@ -429,7 +422,10 @@ impl Worker {
                             Err(io::Error::other("the barrier failed"))
                         };
                         match result {
-                            Ok(installed) => Done { result: Ok(()), installed: Some(installed), spare },
+                            Ok((installed, exchanged)) => {
+                                sync_after = exchanged.then(|| parent_dir(&path).to_owned());
+                                Done { result: Ok(()), installed: Some(installed), spare }
+                            }
                             Err(e) => Done { result: Err(e), installed: None, spare },
                         }
                     }
@@ -481,7 +477,7 @@ fn install(path: &Path, previous: &Path, bytes: Vec<u8>) -> io::Result<(KnownFil
     failpoint("progress.rename.before");
     let exchanged = swap_in(path, previous)?;
     if !exchanged {
-        sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+        sync_dir(parent_dir(path))?;
     }
     failpoint("progress.rename.after");
     Ok((KnownFile::now_at(path, bytes)?, exchanged))
